@@ -1,0 +1,61 @@
+"""Shared pieces of the command-line tools: the argument convention and the exit-code contract.
+
+Exit codes: 0 every gate passed, 3 a gate failed (artifact kept, marked rejected),
+2 bad usage / configuration / input, 1 internal error. The library raises; only tools exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from typing import Callable
+
+from compressreid.errors import CheckpointError, ConfigError, DataError, GateFailed
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_BAD_INPUT = 2
+EXIT_GATE_FAILED = 3
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    """``--config-file F`` followed by ``KEY VALUE`` overrides, the detectron2 / fast-reid convention."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config-file", default="", metavar="FILE", help="yaml config (fast-reid files merge as-is)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. SOLVER.BASE_LR 0.001")
+    return parser
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def run_tool(main: Callable[[], None]) -> int:
+    """Run a tool's body and map the library's typed errors onto exit codes."""
+    try:
+        main()
+    except GateFailed as exc:
+        print(f"gate failed: {exc}", file=sys.stderr)
+        return EXIT_GATE_FAILED
+    except (ConfigError, DataError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyError as exc:  # registry lookups: unknown component names are bad configuration
+        if "unknown " in str(exc):
+            print(f"error: {exc.args[0]}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        traceback.print_exc()
+        return EXIT_INTERNAL
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001 - the last line of defence turns any bug into exit code 1
+        traceback.print_exc()
+        return EXIT_INTERNAL
+    return EXIT_OK

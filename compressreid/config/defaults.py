@@ -1,0 +1,267 @@
+"""Default configuration: every key compressreid reads, declared and commented here.
+
+Key names follow fast-reid wherever the concept is the same, so a fast-reid yaml merges as-is.
+"""
+
+from yacs.config import CfgNode as CN
+
+_C = CN()
+
+_C.MODEL = CN()
+# "cpu", "cuda" or "auto" (cuda when available). fast-reid's default is "cuda"; ours must run on CPU.
+_C.MODEL.DEVICE = "auto"
+# Meta-architecture registered in compressreid.modeling.META_ARCHITECTURES (Baseline, MGN, HAA).
+_C.MODEL.META_ARCHITECTURE = "Baseline"
+# Module-name prefixes frozen for the first SOLVER.FREEZE_ITERS iterations (fast-reid semantics).
+_C.MODEL.FREEZE_LAYERS = []
+# Path of a checkpoint to load before training/evaluation (compressreid or fast-reid format).
+_C.MODEL.WEIGHTS = ""
+# Per-channel RGB mean/std on the 0-255 scale. Normalisation happens inside the model so that
+# exported graphs take raw RGB 0-255 and are self-contained.
+_C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
+_C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+
+_C.MODEL.BACKBONE = CN()
+# Backbone builder registered in compressreid.modeling.BACKBONES. fast-reid's builder names are
+# accepted as names ("build_resnet_backbone").
+_C.MODEL.BACKBONE.NAME = "build_resnet_backbone"
+# ResNet depth as fast-reid writes it: "18x", "34x", "50x", "101x".
+_C.MODEL.BACKBONE.DEPTH = "50x"
+# Stride of the first block of the last stage (1 keeps a 2x larger final feature map, as ReID does).
+_C.MODEL.BACKBONE.LAST_STRIDE = 1
+# Channels of the backbone's final feature map (2048 for ResNet-50/101, 512 for ResNet-18/34).
+_C.MODEL.BACKBONE.FEAT_DIM = 2048
+# Normalisation layer type: "BN" (BatchNorm2d) or "syncBN" (SyncBatchNorm under DDP).
+_C.MODEL.BACKBONE.NORM = "BN"
+# IBN-a: InstanceNorm on half the channels of the first norm of every block in stages 1-3.
+_C.MODEL.BACKBONE.WITH_IBN = False
+# Non-local blocks (2 in stage 2, 3 in stage 3, as fast-reid places them).
+_C.MODEL.BACKBONE.WITH_NL = False
+# fast-reid downloads ImageNet weights when PRETRAIN is True; compressreid never downloads, it only
+# reads PRETRAIN_PATH, so PRETRAIN=True with an empty path is a configuration error.
+_C.MODEL.BACKBONE.PRETRAIN = False
+# Local file with torchvision, timm or IBN-Net backbone weights.
+_C.MODEL.BACKBONE.PRETRAIN_PATH = ""
+# Model name passed to timm.create_model when NAME is "timm" (pretrained weights never downloaded).
+_C.MODEL.BACKBONE.TIMM_NAME = ""
+# Width multiplier for width-scalable students (OSNet x1.0/0.75/0.5/0.25, MobileNetV3).
+_C.MODEL.BACKBONE.WIDTH = 1.0
+
+_C.MODEL.HEADS = CN()
+# Head registered in compressreid.modeling.HEADS.
+_C.MODEL.HEADS.NAME = "EmbeddingHead"
+# Norm of the BNNeck and reduction layers ("BN" or "syncBN").
+_C.MODEL.HEADS.NORM = "BN"
+# Number of training identities. 0 = derived from the training data at run time; the derived
+# value lives in the run context and is never written back into the config.
+_C.MODEL.HEADS.NUM_CLASSES = 0
+# Output dimension of an optional 1x1 reduction before the BNNeck; 0 = no reduction.
+_C.MODEL.HEADS.EMBEDDING_DIM = 0
+# BatchNorm bottleneck after pooling; the eval embedding is taken after it (fast-reid "after").
+_C.MODEL.HEADS.WITH_BNNECK = True
+# GlobalAvgPool, GlobalMaxPool, GeneralizedMeanPooling (fixed p=3), GeneralizedMeanPoolingP (learned p).
+_C.MODEL.HEADS.POOL_LAYER = "GlobalAvgPool"
+# Feature given to metric losses (triplet, circle): "before" or "after" the BNNeck. The eval
+# embedding is always taken after the BNNeck, as fast-reid v1 does.
+_C.MODEL.HEADS.NECK_FEAT = "after"
+# Classifier: Linear, CircleSoftmax, ArcSoftmax or CosSoftmax.
+_C.MODEL.HEADS.CLS_LAYER = "Linear"
+# Margin and scale of margin-based classifiers (ignored by Linear).
+_C.MODEL.HEADS.MARGIN = 0.0
+_C.MODEL.HEADS.SCALE = 1
+
+_C.MODEL.LOSSES = CN()
+# Supervised ReID losses, registered in compressreid.modeling.LOSSES; each has its own weight (SCALE).
+_C.MODEL.LOSSES.NAME = ("CrossEntropyLoss", "TripletLoss")
+_C.MODEL.LOSSES.CE = CN()
+# Label-smoothing epsilon of the cross-entropy loss.
+_C.MODEL.LOSSES.CE.EPSILON = 0.1
+# Unused by compressreid (fast-reid's adaptive smoothing); kept so fast-reid files merge.
+_C.MODEL.LOSSES.CE.ALPHA = 0.2
+# Weight of the cross-entropy loss in the total.
+_C.MODEL.LOSSES.CE.SCALE = 1.0
+_C.MODEL.LOSSES.TRI = CN()
+# Triplet margin; 0 selects the soft-margin variant.
+_C.MODEL.LOSSES.TRI.MARGIN = 0.3
+# L2-normalise features before triplet distances.
+_C.MODEL.LOSSES.TRI.NORM_FEAT = False
+# Batch-hard mining (hardest positive/negative per anchor); False = weighted soft mining.
+_C.MODEL.LOSSES.TRI.HARD_MINING = True
+# Weight of the triplet loss.
+_C.MODEL.LOSSES.TRI.SCALE = 1.0
+_C.MODEL.LOSSES.CIRCLE = CN()
+# Circle loss (pairwise form) relaxation margin, scale gamma and weight.
+_C.MODEL.LOSSES.CIRCLE.MARGIN = 0.25
+_C.MODEL.LOSSES.CIRCLE.GAMMA = 128
+_C.MODEL.LOSSES.CIRCLE.SCALE = 1.0
+_C.MODEL.LOSSES.COSFACE = CN()
+# CosFace (pairwise form) margin, scale gamma and weight.
+_C.MODEL.LOSSES.COSFACE.MARGIN = 0.25
+_C.MODEL.LOSSES.COSFACE.GAMMA = 128
+_C.MODEL.LOSSES.COSFACE.SCALE = 1.0
+
+_C.INPUT = CN()
+# (height, width) of training and test images.
+_C.INPUT.SIZE_TRAIN = [256, 128]
+_C.INPUT.SIZE_TEST = [256, 128]
+_C.INPUT.FLIP = CN()
+# Random horizontal flip during training.
+_C.INPUT.FLIP.ENABLED = True
+_C.INPUT.FLIP.PROB = 0.5
+_C.INPUT.PADDING = CN()
+# Pad then random-crop back to SIZE_TRAIN (translation augmentation).
+_C.INPUT.PADDING.ENABLED = True
+# Padding mode of torchvision's Pad: constant, edge, reflect or symmetric.
+_C.INPUT.PADDING.MODE = "constant"
+_C.INPUT.PADDING.SIZE = 10
+_C.INPUT.CJ = CN()
+# Colour jitter (applied with probability PROB).
+_C.INPUT.CJ.ENABLED = False
+_C.INPUT.CJ.PROB = 0.5
+_C.INPUT.CJ.BRIGHTNESS = 0.15
+_C.INPUT.CJ.CONTRAST = 0.15
+_C.INPUT.CJ.SATURATION = 0.1
+_C.INPUT.CJ.HUE = 0.1
+_C.INPUT.REA = CN()
+# Random erasing; VALUE is the fill on the 0-255 RGB scale (fast-reid fills with the pixel mean).
+_C.INPUT.REA.ENABLED = True
+_C.INPUT.REA.PROB = 0.5
+_C.INPUT.REA.VALUE = [123.675, 116.28, 103.53]
+_C.INPUT.AUTOAUG = CN()
+# torchvision AutoAugment (ImageNet policy), applied with probability PROB.
+_C.INPUT.AUTOAUG.ENABLED = False
+_C.INPUT.AUTOAUG.PROB = 0.0
+_C.INPUT.AUGMIX = CN()
+# torchvision AugMix, applied with probability PROB.
+_C.INPUT.AUGMIX.ENABLED = False
+_C.INPUT.AUGMIX.PROB = 0.0
+
+_C.DATASETS = CN()
+# Training sets (several are merged with identities namespaced per dataset).
+_C.DATASETS.NAMES = ("Market1501",)
+# Test sets, each evaluated and reported separately.
+_C.DATASETS.TESTS = ("Market1501",)
+# Folder that contains each dataset's own folder. Never read from an environment variable.
+_C.DATASETS.ROOT = "datasets"
+# Also train on query+gallery (fast-reid's COMBINEALL); evaluation then measures training data.
+_C.DATASETS.COMBINEALL = False
+# What an unreadable or corrupt image does: "fail" (stop, naming the file) or "skip" (skip and count).
+_C.DATASETS.ON_CORRUPT_IMAGE = "fail"
+_C.DATASETS.SYNTHETIC = CN()
+# The built-in synthetic benchmark (dataset name "Synthetic"), rendered once under ROOT.
+_C.DATASETS.SYNTHETIC.NUM_TRAIN_IDS = 150
+_C.DATASETS.SYNTHETIC.NUM_TEST_IDS = 100
+_C.DATASETS.SYNTHETIC.NUM_CAMERAS = 6
+_C.DATASETS.SYNTHETIC.MIN_CAMERAS_PER_ID = 4
+# Inclusive range of images per (identity, camera).
+_C.DATASETS.SYNTHETIC.IMAGES_PER_CAMERA = [2, 4]
+# Share of identities in near-black clothes (the HAA problem); flagged per identity.
+_C.DATASETS.SYNTHETIC.BLACK_CLOTHES_SHARE = 0.2
+# Gallery images of identities never queried (pid 0, as Market1501's distractors).
+_C.DATASETS.SYNTHETIC.NUM_DISTRACTORS = 200
+# Rendered (height, width).
+_C.DATASETS.SYNTHETIC.SIZE = [128, 64]
+# Seed of the benchmark itself (independent of SEED, which drives training).
+_C.DATASETS.SYNTHETIC.SEED = 0
+
+_C.DATALOADER = CN()
+# "NaiveIdentitySampler" (P x K identity-balanced) or "TrainingSampler" (plain shuffle).
+_C.DATALOADER.SAMPLER_TRAIN = "NaiveIdentitySampler"
+# K: images per identity in a P x K batch.
+_C.DATALOADER.NUM_INSTANCE = 4
+# Worker processes of each DataLoader (0 = load in the main process).
+_C.DATALOADER.NUM_WORKERS = 2
+
+_C.SOLVER = CN()
+_C.SOLVER.AMP = CN()
+# Mixed precision on CUDA.
+_C.SOLVER.AMP.ENABLED = False
+# bf16 autocast on CPU (compressreid addition).
+_C.SOLVER.BF16_CPU = False
+# Optimizer: Adam, AdamW or SGD.
+_C.SOLVER.OPT = "Adam"
+_C.SOLVER.MAX_EPOCH = 120
+# Iterations per epoch; 0 = len(train set) // IMS_PER_BATCH as fast-reid computes it.
+_C.SOLVER.ITERS_PER_EPOCH = 0
+_C.SOLVER.BASE_LR = 3.5e-4
+# Learning-rate factor for biases and for the head's parameters.
+_C.SOLVER.BIAS_LR_FACTOR = 1.0
+_C.SOLVER.HEADS_LR_FACTOR = 1.0
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.NESTEROV = False
+_C.SOLVER.WEIGHT_DECAY = 5e-4
+_C.SOLVER.WEIGHT_DECAY_BIAS = 5e-4
+_C.SOLVER.WEIGHT_DECAY_NORM = 5e-4
+# "MultiStepLR" or "CosineAnnealingLR" (per epoch, after warmup and DELAY_EPOCHS).
+_C.SOLVER.SCHED = "MultiStepLR"
+_C.SOLVER.DELAY_EPOCHS = 0
+_C.SOLVER.ETA_MIN_LR = 1e-7
+# Epochs at which MultiStepLR multiplies the LR by GAMMA.
+_C.SOLVER.STEPS = [40, 90]
+_C.SOLVER.GAMMA = 0.1
+# Warmup from BASE_LR * WARMUP_FACTOR over WARMUP_ITERS iterations ("linear", "constant" or "exp").
+_C.SOLVER.WARMUP_FACTOR = 0.1
+_C.SOLVER.WARMUP_ITERS = 1000
+_C.SOLVER.WARMUP_METHOD = "linear"
+# Iterations during which MODEL.FREEZE_LAYERS stay frozen.
+_C.SOLVER.FREEZE_ITERS = 0
+# Epochs between checkpoints.
+_C.SOLVER.CHECKPOINT_PERIOD = 20
+# Global batch size (split across DDP ranks, as in fast-reid).
+_C.SOLVER.IMS_PER_BATCH = 64
+_C.SOLVER.CLIP_GRADIENTS = CN()
+_C.SOLVER.CLIP_GRADIENTS.ENABLED = False
+# "value" or "norm".
+_C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+_C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 5.0
+_C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+
+_C.TEST = CN()
+# Epochs between evaluations during training (0 = only at the end).
+_C.TEST.EVAL_PERIOD = 20
+# Batch size of feature extraction.
+_C.TEST.IMS_PER_BATCH = 128
+# Distance: "cosine" or "euclidean".
+_C.TEST.METRIC = "cosine"
+# Rank cut-off of the CMC curve.
+_C.TEST.MAX_RANK = 50
+# 0 = dense distance matrix; k > 0 = exact faiss top-k search in chunks (large galleries). The run
+# reports when k was too small for every true match to land in the top k.
+_C.TEST.TOPK = 0
+_C.TEST.ROC = CN()
+# Verification metrics (ROC, TPR at FPR 1e-4/1e-3/1e-2, distance distributions) on the dense matrix.
+_C.TEST.ROC.ENABLED = True
+_C.TEST.FLIP = CN()
+# Average the embeddings of the image and its horizontal flip.
+_C.TEST.FLIP.ENABLED = False
+_C.TEST.AQE = CN()
+# Alpha-weighted average query expansion.
+_C.TEST.AQE.ENABLED = False
+_C.TEST.AQE.QE_TIME = 1
+_C.TEST.AQE.QE_K = 5
+_C.TEST.AQE.ALPHA = 3.0
+_C.TEST.RERANK = CN()
+# k-reciprocal re-ranking (Zhong et al. 2017).
+_C.TEST.RERANK.ENABLED = False
+_C.TEST.RERANK.K1 = 20
+_C.TEST.RERANK.K2 = 6
+_C.TEST.RERANK.LAMBDA = 0.3
+# Number of worst queries (lowest AP) drawn as rank lists.
+_C.TEST.WORST_QUERIES = 8
+# Gate rules checked after evaluation, e.g. "mAP >= 50" or "mAP >= reference - 1.0"; see
+# compressreid.pipeline.gate for the grammar. Empty = no gate.
+_C.TEST.GATES = []
+# metrics.json of a reference run, for rules that name "reference".
+_C.TEST.GATE_REFERENCE = ""
+
+# Folder of a run: config.yaml (the merged config, unchanged), metrics.json, plots, checkpoints.
+_C.OUTPUT_DIR = "output"
+# Seed of every random number generator a run uses.
+_C.SEED = 0
+# cudnn.benchmark; unused on CPU.
+_C.CUDNN_BENCHMARK = False
+
+
+def get_cfg() -> CN:
+    """Return a fresh, mutable copy of the defaults."""
+    return _C.clone()

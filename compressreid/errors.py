@@ -1,0 +1,29 @@
+"""Typed errors raised by the library; only ``tools/*.py`` turns them into exit codes."""
+
+
+class CompressReIDError(Exception):
+    """Base class for every error the library raises on purpose."""
+
+
+class ConfigError(CompressReIDError, ValueError):
+    """A configuration file, key or value is invalid (bad usage: exit code 2)."""
+
+
+class DataError(CompressReIDError, ValueError):
+    """A dataset, image or split is missing, corrupt or empty (bad input: exit code 2)."""
+
+
+class CheckpointError(CompressReIDError, ValueError):
+    """A checkpoint cannot be loaded safely or does not fit the model (bad input: exit code 2)."""
+
+
+class GateFailed(CompressReIDError):
+    """A stage regressed beyond its configured tolerance (exit code 3).
+
+    Args:
+        decisions: the recorded gate decisions, failed ones included.
+    """
+
+    def __init__(self, message: str, decisions=None):
+        super().__init__(message)
+        self.decisions = list(decisions or [])

@@ -1,0 +1,136 @@
+"""One evaluator for every stage: embed query and gallery, rank, score, and keep what the plots need.
+
+Metrics are reported in percent (points), the unit gates speak in.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from yacs.config import CfgNode
+
+from compressreid.data.build import build_test_loader
+from compressreid.data.records import DatasetSplits, ImageRecord
+from compressreid.errors import DataError
+from compressreid.evaluation.distance import compute_distance
+from compressreid.evaluation.features import extract_features
+from compressreid.evaluation.query_expansion import aqe
+from compressreid.evaluation.rank import evaluate_rank_detailed
+from compressreid.evaluation.rerank import k_reciprocal_rerank
+from compressreid.evaluation.roc import distance_distributions, roc_from_distmat, tpr_at_fpr
+from compressreid.evaluation.search import evaluate_rank_topk, topk_search
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationResult:
+    """Metrics of one query/gallery pair plus the arrays the report draws."""
+
+    dataset: str
+    metrics: Dict[str, float]
+    q_records: List[ImageRecord]
+    g_records: List[ImageRecord]
+    distmat: Optional[np.ndarray] = None
+    roc: object = None
+    pos_neg_distances: Optional[tuple] = None
+    notes: List[str] = field(default_factory=list)
+
+
+def _labels(records: Sequence[ImageRecord]):
+    # identities may be strings after merging; map them onto integers consistently for both sides
+    return [r.pid for r in records], np.array([r.camid for r in records])
+
+
+def _encode(q_pids, g_pids):
+    table = {pid: i for i, pid in enumerate(sorted(set(q_pids) | set(g_pids), key=str))}
+    return np.array([table[p] for p in q_pids]), np.array([table[p] for p in g_pids])
+
+
+class ReIDEvaluator:
+    """Market1501-protocol evaluation with optional flip, AQE, re-ranking, faiss top-k and ROC."""
+
+    def __init__(self, metric: str = "cosine", max_rank: int = 50, topk: int = 0, roc: bool = True,
+                 flip: bool = False, rerank: Optional[tuple] = None, aqe_params: Optional[tuple] = None):
+        self.metric, self.max_rank, self.topk, self.roc, self.flip = metric, max_rank, topk, roc, flip
+        self.rerank, self.aqe_params = rerank, aqe_params
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> "ReIDEvaluator":
+        t = cfg.TEST
+        rerank = (t.RERANK.K1, t.RERANK.K2, t.RERANK.LAMBDA) if t.RERANK.ENABLED else None
+        aqe_params = (t.AQE.QE_TIME, t.AQE.QE_K, t.AQE.ALPHA) if t.AQE.ENABLED else None
+        return cls(t.METRIC, t.MAX_RANK, t.TOPK, t.ROC.ENABLED, t.FLIP.ENABLED, rerank, aqe_params)
+
+    def evaluate_model(self, model: nn.Module, test_set: DatasetSplits, cfg: CfgNode, device: torch.device,
+                       progress: bool = True) -> EvaluationResult:
+        """Embed ``test_set``'s query and gallery with ``model`` and evaluate them."""
+        embedded = {}
+        for split in ("query", "gallery"):
+            records = getattr(test_set, split)
+            feats, kept, skipped = extract_features(model, build_test_loader(cfg, records), device, self.flip,
+                                                    f"{test_set.name} {split}", progress)
+            if skipped:
+                logger.warning("%s %s: skipped %d unreadable image(s)", test_set.name, split, skipped)
+            embedded[split] = (feats, [records[i] for i in kept])
+        return self.evaluate_features(*embedded["query"], *embedded["gallery"], dataset=test_set.name)
+
+    def evaluate_features(self, q_feats: torch.Tensor, q_records: Sequence[ImageRecord], g_feats: torch.Tensor,
+                          g_records: Sequence[ImageRecord], dataset: str = "") -> EvaluationResult:
+        if len(q_records) == 0 or len(g_records) == 0:
+            raise DataError(f"{dataset or 'evaluation'}: empty {'query' if not q_records else 'gallery'} set")
+        q_pids, q_cams = _labels(q_records)
+        g_pids, g_cams = _labels(g_records)
+        q_ids, g_ids = _encode(q_pids, g_pids)
+        if self.aqe_params:
+            q_feats, g_feats = aqe(q_feats, g_feats, *self.aqe_params)
+        if self.topk > 0:
+            return self._evaluate_topk(q_feats, g_feats, q_ids, g_ids, q_cams, g_cams, q_records, g_records, dataset)
+        distmat = compute_distance(q_feats, g_feats, self.metric)
+        if self.rerank:
+            distmat = k_reciprocal_rerank(distmat, compute_distance(q_feats, q_feats, self.metric),
+                                          compute_distance(g_feats, g_feats, self.metric), *self.rerank)
+        ranks = evaluate_rank_detailed(distmat, q_ids, g_ids, q_cams, g_cams, self.max_rank)
+        result = EvaluationResult(dataset, {}, list(q_records), list(g_records), distmat)
+        result.metrics = self._scalar_metrics(ranks, len(q_records), len(g_records))
+        self._note_skipped(result, ranks.skipped_query_indices, q_pids)
+        if self.roc:
+            result.roc = roc_from_distmat(distmat, q_ids, g_ids, q_cams, g_cams)
+            result.metrics.update({k: 100.0 * v for k, v in tpr_at_fpr(result.roc).items()})
+            result.pos_neg_distances = distance_distributions(distmat, q_ids, g_ids, q_cams, g_cams)
+        return result
+
+    def _evaluate_topk(self, q_feats, g_feats, q_ids, g_ids, q_cams, g_cams, q_records, g_records, dataset):
+        topk_dist, topk_idx = topk_search(q_feats, g_feats, self.topk, self.metric)
+        ranks = evaluate_rank_topk(topk_dist, topk_idx, q_ids, g_ids, q_cams, g_cams, self.max_rank)
+        result = EvaluationResult(dataset, {}, list(q_records), list(g_records))
+        result.metrics = self._scalar_metrics(ranks, len(q_records), len(g_records))
+        result.metrics["topk"] = self.topk
+        result.metrics["topk_incomplete_queries"] = int(ranks.num_incomplete)
+        if ranks.num_incomplete:
+            result.notes.append(ranks.incomplete_message)
+            logger.warning("%s: %s", dataset, ranks.incomplete_message)
+        self._note_skipped(result, ranks.skipped_query_indices, [r.pid for r in q_records])
+        return result
+
+    @staticmethod
+    def _scalar_metrics(ranks, num_query: int, num_gallery: int) -> Dict[str, float]:
+        summary = ranks.as_dict()
+        metrics = {key: 100.0 * summary[key] for key in ("mAP", "rank1", "rank5", "rank10", "mINP")}
+        metrics.update(num_query=num_query, num_gallery=num_gallery, num_valid_queries=summary["num_valid_queries"],
+                       num_skipped_queries=summary["num_skipped_queries"])
+        return metrics
+
+    @staticmethod
+    def _note_skipped(result: EvaluationResult, skipped: np.ndarray, q_pids: Sequence) -> None:
+        if len(skipped):
+            ids = sorted({str(q_pids[i]) for i in skipped})
+            note = (f"{len(skipped)} query image(s) of {len(ids)} identities have no true match in the gallery "
+                    f"(other camera) and were skipped: {', '.join(ids[:20])}{' ...' if len(ids) > 20 else ''}")
+            result.notes.append(note)
+            logger.warning("%s: %s", result.dataset, note)

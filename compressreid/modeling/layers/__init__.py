@@ -1,0 +1,1 @@
+"""Layers shared by teachers and students: norms, IBN, non-local, pooling, classifiers."""

@@ -1,0 +1,42 @@
+"""LOSSES registry and the weighted-sum criterion.
+
+Contract of a loss: ``cls.from_config(cfg) -> nn.Module`` whose ``forward(branch, targets)`` takes
+one ``BranchOutput`` and the identity labels and returns an already-weighted scalar.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import torch
+from torch import nn
+from yacs.config import CfgNode
+
+from compressreid.errors import ConfigError
+from compressreid.modeling.contract import ModelOutput
+from compressreid.registry import Registry
+
+LOSSES = Registry("loss")
+
+
+class ReIDCriterion(nn.Module):
+    """Sum of named losses over every branch of a ``ModelOutput``; returns each term for logging."""
+
+    def __init__(self, losses: List[Tuple[str, nn.Module]]):
+        super().__init__()
+        self.names = [name for name, _ in losses]
+        self.losses = nn.ModuleList(loss for _, loss in losses)
+
+    def forward(self, output: ModelOutput, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+        terms = {}
+        for name, loss in zip(self.names, self.losses):
+            values = [loss(branch, targets) for branch in output.branches]
+            terms[name] = torch.stack(values).sum() if len(values) > 1 else values[0]
+        return terms
+
+
+def build_criterion(cfg: CfgNode) -> ReIDCriterion:
+    names = list(cfg.MODEL.LOSSES.NAME)
+    if not names:
+        raise ConfigError("MODEL.LOSSES.NAME is empty; name at least one loss, e.g. CrossEntropyLoss")
+    return ReIDCriterion([(name, LOSSES.get(name).from_config(cfg)) for name in names])

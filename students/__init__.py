@@ -1,0 +1,1 @@
+"""Student model families (installed as compressreid.students)."""

@@ -1,0 +1,1 @@
+"""Teacher model families (installed as compressreid.teachers)."""
