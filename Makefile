@@ -16,7 +16,7 @@ $(STAMP): setup.py
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) tools/demo.py
+	$(PY) tools/train_teacher.py --config-file configs/synthetic/bot_r18.yml
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile tests

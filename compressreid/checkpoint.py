@@ -20,6 +20,9 @@ from compressreid.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
+# Identity classifiers: sized for the training set, unused by the eval embedding.
+_CLASSIFIER_KEYS = ("heads.weight", "heads.classifier.weight")
+
 
 @dataclass
 class LoadReport:
@@ -70,7 +73,10 @@ def load_state_dict_checked(model: nn.Module, state: Dict[str, torch.Tensor], so
     filtered = {}
     for key, value in state.items():
         if key not in own:
-            report.unexpected.append(key)
+            if key in _CLASSIFIER_KEYS:  # a model built without a classifier (inference, distillation)
+                report.skipped.append(key)
+            else:
+                report.unexpected.append(key)
         elif own[key].shape != value.shape:
             if skip_classifier_mismatch and key.startswith("heads.") and key.endswith("weight") and value.ndim == 2:
                 report.skipped.append(key)

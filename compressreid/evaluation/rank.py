@@ -80,12 +80,13 @@ class RankResult:
 
 
 def check_labels(num_q: int, num_g: int, q_pids, g_pids, q_camids, g_camids) -> Tuple[np.ndarray, ...]:
-    """Validate label arrays against the query/gallery sizes and encode pids as dense integers.
+    """Validate label arrays against the query/gallery sizes and encode pids and cameras as dense integers.
 
-    Encoding lets string pids and integer pids share one code path (``np.bincount`` needs integers).
+    Encoding lets string pids (merged datasets name them ``"name_pid"``) share the integer code path, e.g. the
+    ``pid * num_cams + camid`` pair keys of the top-k evaluator.
 
     Returns:
-        ``(q_pids, g_pids, q_camids, g_camids)`` as int64 arrays; pids share one code space.
+        ``(q_pids, g_pids, q_camids, g_camids)`` as int64 codes; query and gallery share one code space.
 
     Raises:
         DataError: empty query or gallery, or a label array whose length does not match.
@@ -113,8 +114,7 @@ def score_ranked_lists(good: np.ndarray, keep: np.ndarray) -> Dict[str, np.ndarr
 
     Returns:
         dict of (n,) arrays: ``found`` (true matches in the list), ``ap_sum`` (sum of precisions at those matches),
-        ``first`` / ``last`` (0-based rank after junk removal of the first / last match; -1 when none) and
-        ``kept`` (entries left after junk removal).
+        ``first`` / ``last`` (0-based rank after junk removal of the first / last match; -1 when none).
     """
     kept_rank = np.cumsum(keep, axis=1, dtype=np.int64) - 1
     cum_good = np.cumsum(good, axis=1, dtype=np.int64)
@@ -128,8 +128,7 @@ def score_ranked_lists(good: np.ndarray, keep: np.ndarray) -> Dict[str, np.ndarr
     last_col = good.shape[1] - 1 - np.argmax(good[:, ::-1], axis=1)
     first = np.where(found > 0, kept_rank[rows, np.argmax(good, axis=1)], -1)
     last = np.where(found > 0, kept_rank[rows, last_col], -1)
-    kept = kept_rank[:, -1] + 1
-    return {"found": found, "ap_sum": ap_sum, "first": first, "last": last, "kept": kept}
+    return {"found": found, "ap_sum": ap_sum, "first": first, "last": last}
 
 
 def cmc_hits(first: np.ndarray, max_rank: int) -> np.ndarray:
@@ -147,7 +146,7 @@ def _rank_block(distmat, q_pids, g_pids, q_camids, g_camids) -> Dict[str, np.nda
 
 
 def evaluate_rank_detailed(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50) -> RankResult:
-    """Market1501 single-gallery-shot evaluation with the fast-reid/torchreid ``eval_market1501`` conventions.
+    """Market1501-protocol evaluation with the fast-reid/torchreid ``eval_market1501`` conventions.
 
     For each query the gallery is sorted by ascending distance with a *stable* sort, so equal distances are
     ranked by gallery index. Gallery entries with the query's pid *and* camera are junk and removed; queries left

@@ -18,7 +18,7 @@ from compressreid.errors import ConfigError
 from compressreid.evaluation.evaluator import ReIDEvaluator
 from compressreid.evaluation.report import metrics_payload, write_plots
 from compressreid.modeling import build_model
-from compressreid.pipeline.gate import check_gates, raise_if_failed
+from compressreid.pipeline.gate import GateRule, check_gates, raise_if_failed
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +46,16 @@ def build_eval_model(cfg: CfgNode) -> nn.Module:
 def evaluate_run(cfg: CfgNode, run: RunDirectory, model: Optional[nn.Module] = None, label: str = "model",
                  progress: bool = True) -> Dict[str, object]:
     """Evaluate, write plots and metrics.json (with gate decisions) into ``run``; raises GateFailed on a failed gate."""
+    # check every input before the expensive work: gate rules, reference, data, then the model
+    for rule in cfg.TEST.GATES:
+        GateRule.parse(rule)
+    references = load_reference_metrics(cfg.TEST.GATE_REFERENCE)
     device = resolve_device(cfg.MODEL.DEVICE)
+    test_sets = load_test_sets(cfg)
     model = (model or build_eval_model(cfg)).to(device).eval()
     evaluator = ReIDEvaluator.from_config(cfg)
     results = []
-    for test_set in load_test_sets(cfg):
+    for test_set in test_sets:
         logger.info("evaluating on %s", test_set.summary())
         result = evaluator.evaluate_model(model, test_set, cfg, device, progress)
         write_plots(result, run.file("plots"), label, cfg.TEST.WORST_QUERIES)
@@ -59,7 +64,7 @@ def evaluate_run(cfg: CfgNode, run: RunDirectory, model: Optional[nn.Module] = N
                     m["rank5"], m["mINP"])
         results.append(result)
     payload = metrics_payload(results, cfg.MODEL.WEIGHTS or label)
-    decisions = check_gates(cfg.TEST.GATES, payload, load_reference_metrics(cfg.TEST.GATE_REFERENCE))
+    decisions = check_gates(cfg.TEST.GATES, payload, references)
     run.finish(payload, decisions)
     raise_if_failed(decisions, "evaluation")
     return payload

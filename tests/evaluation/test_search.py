@@ -36,7 +36,7 @@ def test_topk_search_equals_stable_dense_sort_with_ties(metric, k, shard):
     rng = np.random.default_rng(0)
     q, g = exact_features(rng, 40), exact_features(rng, 400)
     dist = compute_distance(q, g, metric)
-    top_d, top_i = topk_search(q, g, k, metric, query_chunk=7, gallery_shard=shard)
+    top_d, top_i = topk_search(q, g, k, metric, query_chunk=16, gallery_shard=shard)
     exp_d, exp_i = dense_topk(dist, min(k, 400))
     np.testing.assert_array_equal(top_i, exp_i)
     np.testing.assert_allclose(top_d, exp_d, atol=1e-6)

@@ -98,8 +98,9 @@ def draw_bag(layer: Image.Image, geo: Geometry, traits: Traits, view: str, near:
         else:
             hand = arms[0 if _image_sign(traits, view) < 0 else 1][2]
         hx, hy = hand
-        draw.polygon([(hx - 0.035 * f, hy + 0.012 * f), (hx + 0.035 * f, hy + 0.012 * f), (hx + 0.045 * f, hy + 0.08 * f),
-                      (hx - 0.045 * f, hy + 0.08 * f)], fill=colour)
+        top, bottom = hy + 0.012 * f, hy + 0.08 * f
+        draw.polygon([(hx - 0.035 * f, top), (hx + 0.035 * f, top), (hx + 0.045 * f, bottom), (hx - 0.045 * f, bottom)],
+                     fill=colour)
         return
     lw = max(1, int(round(0.014 * f)))
     strap = shade(colour, 0.7)

@@ -47,7 +47,12 @@ class SyntheticParams:
 
     def __post_init__(self) -> None:
         # Configs arrive as YAML lists; a tuple keeps the instance hashable and its dict canonical.
-        object.__setattr__(self, "images_per_camera", tuple(self.images_per_camera))
+        try:
+            object.__setattr__(self, "images_per_camera", tuple(self.images_per_camera))
+        except TypeError:
+            raise ConfigError(
+                f"SyntheticParams.images_per_camera = {self.images_per_camera!r}: expected (low, high)"
+            ) from None
         validate_params(self)
 
 
@@ -65,7 +70,9 @@ def validate_params(params: SyntheticParams) -> None:
     _require_int("min_cameras_per_id", params.min_cameras_per_id, 2, params.num_cameras)
     ipc = params.images_per_camera
     if len(ipc) != 2:
-        raise ConfigError(f"SyntheticParams.images_per_camera = {ipc!r}: expected (low, high) with 1 <= low <= high <= 50")
+        raise ConfigError(
+            f"SyntheticParams.images_per_camera = {ipc!r}: expected (low, high) with 1 <= low <= high <= 50"
+        )
     _require_int("images_per_camera[0]", ipc[0], 1, 50)
     _require_int("images_per_camera[1]", ipc[1], ipc[0], 50)
     share = params.black_clothes_share

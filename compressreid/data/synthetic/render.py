@@ -12,6 +12,7 @@ from compressreid.data.synthetic.figure import draw_pedestrian
 from compressreid.data.synthetic.geometry import build_geometry
 from compressreid.data.synthetic.scene import draw_background, draw_occluder
 from compressreid.data.synthetic.traits import Traits
+from compressreid.errors import ConfigError
 
 # Drawing at twice the output size and box-filtering down gives anti-aliased edges without PIL's slow AA paths.
 SUPERSAMPLE = 2
@@ -87,7 +88,7 @@ def render_pedestrian(traits: Traits, camera: Camera, view: str, rng: np.random.
         An RGB image of exactly ``width`` x ``height`` pixels.
     """
     if view not in VIEWS:
-        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+        raise ConfigError(f"view must be one of {VIEWS}, got {view!r}")
     canvas = _draw_scene(traits, camera, view, rng, (width * SUPERSAMPLE, height * SUPERSAMPLE))
     image = canvas.resize((width, height), Image.Resampling.BOX)
     image = _apply_optics(image, camera, rng)
