@@ -68,7 +68,7 @@ _C.MODEL.HEADS.NECK_FEAT = "after"
 _C.MODEL.HEADS.CLS_LAYER = "Linear"
 # Margin and scale of margin-based classifiers (ignored by Linear).
 _C.MODEL.HEADS.MARGIN = 0.0
-_C.MODEL.HEADS.SCALE = 1
+_C.MODEL.HEADS.SCALE = 1.0
 
 _C.MODEL.LOSSES = CN()
 # Supervised ReID losses, registered in compressreid.modeling.LOSSES; each has its own weight (SCALE).

@@ -18,6 +18,12 @@ FASTREID_ONLY_PREFIXES = (
 FASTREID_ONLY_KEYS = frozenset(
     {
         "MODEL.BACKBONE.WITH_SE",
+        # ViT backbone keys of fast-reid master (build_vit_backbone)
+        "MODEL.BACKBONE.SIE_COE",
+        "MODEL.BACKBONE.STRIDE_SIZE",
+        "MODEL.BACKBONE.DROP_PATH_RATIO",
+        "MODEL.BACKBONE.DROP_RATIO",
+        "MODEL.BACKBONE.ATT_DROP_RATE",
         "MODEL.BACKBONE.NORM_SPLIT",
         "MODEL.HEADS.NORM_SPLIT",
         "MODEL.HEADS.IN_FEAT",
@@ -45,6 +51,7 @@ FASTREID_ONLY_KEYS = frozenset(
         "SOLVER.DELAY_ITERS",
         "SOLVER.FREEZE_FC_ITERS",
         "SOLVER.FP16_ENABLED",
+        "SOLVER.AMP_ENABLED",
         "SOLVER.LOG_PERIOD",
         "SOLVER.SCHED_GAMMA",
         "TEST.ROC_ENABLED",

@@ -60,10 +60,13 @@ def _deep_update(target: Dict[str, Any], update: Dict[str, Any]) -> None:
 
 
 def _all_keys(node: CN, prefix: str = "") -> List[str]:
+    """Every dotted key, sections included, so a misspelled section gets the section as suggestion."""
     keys = []
     for key, value in node.items():
         full = f"{prefix}{key}"
-        keys.extend(_all_keys(value, full + ".") if isinstance(value, CN) else [full])
+        keys.append(full)
+        if isinstance(value, CN):
+            keys.extend(_all_keys(value, full + "."))
     return keys
 
 

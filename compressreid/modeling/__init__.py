@@ -24,3 +24,7 @@ def build_model(cfg: CfgNode, num_classes: int | None = None) -> ReIDModel:
 
 __all__ = ["build_model", "ReIDModel", "ModelOutput", "BranchOutput", "FeatureInfo",
            "META_ARCHITECTURES", "BACKBONES", "HEADS"]
+
+# Model families outside the core package register themselves on import.
+import compressreid.students  # noqa: E402,F401
+import compressreid.teachers  # noqa: E402,F401

@@ -52,7 +52,7 @@ class ResNetBackbone(nn.Module):
         self.out_channels = 512 * block.expansion
         strides = [4, 8, 16, 16 * last_stride]
         self.feature_info = [
-            FeatureInfo(f"layer{i + 1}", 64 * 2**i * block.expansion, strides[i]) for i in range(4)
+            FeatureInfo(self._stage_output(i), 64 * 2**i * block.expansion, strides[i]) for i in range(4)
         ]
         self._init_weights()
 
@@ -79,6 +79,12 @@ class ResNetBackbone(nn.Module):
             channels = 64 * 2**stage * block.expansion
             setattr(self, f"NL_{stage + 1}", nn.ModuleList(NonLocal(channels, self.norm) for _ in range(nl_layers[stage])))
 
+    def _stage_output(self, stage: int) -> str:
+        """Module whose output is the stage's output: the last non-local block when the stage has them
+        (fast-reid puts one after the stage's last block), else the stage itself."""
+        nl_at = self.nl_indices[stage]
+        return f"NL_{stage + 1}.{len(nl_at) - 1}" if nl_at else f"layer{stage + 1}"
+
     def _init_weights(self) -> None:
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
@@ -93,7 +99,10 @@ class ResNetBackbone(nn.Module):
 
     def _run_stage(self, stage: int, x: torch.Tensor) -> torch.Tensor:
         nl_blocks, nl_at = getattr(self, f"NL_{stage + 1}", None), self.nl_indices[stage]
-        for i, block in enumerate(getattr(self, f"layer{stage + 1}")):
+        layer = getattr(self, f"layer{stage + 1}")
+        if not nl_at:
+            return layer(x)  # call the stage itself so forward hooks on ``layerN`` fire
+        for i, block in enumerate(layer):
             x = block(x)
             if nl_at and i in nl_at:
                 x = nl_blocks[nl_at.index(i)](x)
