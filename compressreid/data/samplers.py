@@ -10,7 +10,46 @@ import numpy as np
 from compressreid.errors import ConfigError, DataError
 
 
-class IdentityBatchSampler:
+class EpochBatchStream:
+    """An infinite stream of global batches built epoch by epoch from (seed, epoch); each rank keeps a slice.
+
+    Subclasses implement ``epoch_batches``. ``start_batch`` skips already-consumed global batches, which is
+    how a resumed run continues with the same stream.
+    """
+
+    batch_size: int
+    rank: int
+    world_size: int
+    start_batch: int
+
+    def _check_world(self, batch_size: int, world_size: int) -> None:
+        if batch_size % world_size:
+            raise ConfigError(f"SOLVER.IMS_PER_BATCH ({batch_size}) must split evenly across {world_size} processes")
+
+    def epoch_batches(self, epoch: int) -> List[List[int]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[List[int]]:
+        per_rank = self.batch_size // self.world_size
+        lo = self.rank * per_rank
+        to_skip, epoch = self.start_batch, 0
+        while True:
+            batches = self.epoch_batches(epoch)
+            if not batches:
+                raise DataError("the batch sampler produced no batch; check identities and batch size")
+            for batch in batches:
+                if to_skip:
+                    to_skip -= 1
+                    continue
+                yield batch[lo : lo + per_rank]
+            epoch += 1
+
+    def __len__(self) -> int:
+        """Batches in epoch 0 (epochs can differ by a batch; the stream itself is infinite)."""
+        return len(self.epoch_batches(0))
+
+
+class IdentityBatchSampler(EpochBatchStream):
     """Yields local batches of P identities x K images, forever.
 
     Every rank builds the same global batch (``batch_size`` = SOLVER.IMS_PER_BATCH, as in fast-reid)
@@ -41,8 +80,7 @@ class IdentityBatchSampler:
             raise ConfigError(
                 f"SOLVER.IMS_PER_BATCH ({batch_size}) must be a multiple of DATALOADER.NUM_INSTANCE ({num_instances})"
             )
-        if batch_size % world_size:
-            raise ConfigError(f"SOLVER.IMS_PER_BATCH ({batch_size}) must split evenly across {world_size} processes")
+        self._check_world(batch_size, world_size)
         self.index_by_pid: Dict[object, List[int]] = defaultdict(list)
         for index, pid in enumerate(pids):
             self.index_by_pid[pid].append(index)
@@ -75,33 +113,14 @@ class IdentityBatchSampler:
             chosen = rng.choice(len(available), self.num_pids_per_batch, replace=False)
             batches.append([i for c in chosen for i in chunks[available[c]].pop()])
 
-    def __iter__(self) -> Iterator[List[int]]:
-        per_rank = self.batch_size // self.world_size
-        lo = self.rank * per_rank
-        to_skip, epoch = self.start_batch, 0
-        while True:
-            batches = self.epoch_batches(epoch)
-            if not batches:
-                raise DataError("P x K sampler produced no batch; check identities and batch size")
-            for batch in batches:
-                if to_skip:
-                    to_skip -= 1
-                    continue
-                yield batch[lo : lo + per_rank]
-            epoch += 1
-
-    def __len__(self) -> int:
-        """Batches in epoch 0 (epochs can differ by a batch; the stream itself is infinite)."""
-        return len(self.epoch_batches(0))
 
 
-class ShuffleBatchSampler(IdentityBatchSampler):
+class ShuffleBatchSampler(EpochBatchStream):
     """Plain shuffled batches (fast-reid's TrainingSampler), same stream/resume/DDP contract."""
 
     def __init__(self, pids: Sequence, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
                  start_batch: int = 0):
-        if batch_size % world_size:
-            raise ConfigError(f"SOLVER.IMS_PER_BATCH ({batch_size}) must split evenly across {world_size} processes")
+        self._check_world(batch_size, world_size)
         self.num_images = len(pids)
         self.batch_size, self.seed = batch_size, seed
         self.rank, self.world_size, self.start_batch = rank, world_size, start_batch

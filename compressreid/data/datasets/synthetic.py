@@ -9,7 +9,7 @@ from yacs.config import CfgNode
 
 from compressreid.data.datasets.base import DATASETS, ReIDDataset
 from compressreid.data.datasets.market1501 import Market1501
-from compressreid.data.records import DatasetSplits, ImageRecord
+from compressreid.data.records import DatasetSplits
 from compressreid.data.synthetic import SyntheticParams, load_identity_metadata, render_synthetic_benchmark
 from compressreid.data.synthetic import synthetic_folder_name
 
@@ -54,5 +54,3 @@ class Synthetic(ReIDDataset):
 
         return DatasetSplits(self.name, with_meta(splits.train), with_meta(splits.query), with_meta(splits.gallery))
 
-
-__all__ = ["Synthetic", "ImageRecord"]
