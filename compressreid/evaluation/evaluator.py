@@ -47,7 +47,8 @@ def _labels(records: Sequence[ImageRecord]):
     return [r.pid for r in records], np.array([r.camid for r in records])
 
 
-def _encode(q_pids, g_pids):
+def encode_identities(q_pids, g_pids):
+    """Map identities (ints, or namespaced strings after merging) onto shared integer labels."""
     table = {pid: i for i, pid in enumerate(sorted(set(q_pids) | set(g_pids), key=str))}
     return np.array([table[p] for p in q_pids]), np.array([table[p] for p in g_pids])
 
@@ -86,7 +87,7 @@ class ReIDEvaluator:
             raise DataError(f"{dataset or 'evaluation'}: empty {'query' if not q_records else 'gallery'} set")
         q_pids, q_cams = _labels(q_records)
         g_pids, g_cams = _labels(g_records)
-        q_ids, g_ids = _encode(q_pids, g_pids)
+        q_ids, g_ids = encode_identities(q_pids, g_pids)
         if self.aqe_params:
             q_feats, g_feats = aqe(q_feats, g_feats, *self.aqe_params)
         if self.topk > 0:

@@ -7,7 +7,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from compressreid.evaluation.evaluator import EvaluationResult, _encode
+from compressreid.evaluation.evaluator import EvaluationResult, encode_identities
 
 
 def write_plots(result: EvaluationResult, directory: str, label: str, worst_queries: int = 8) -> List[str]:
@@ -23,7 +23,7 @@ def write_plots(result: EvaluationResult, directory: str, label: str, worst_quer
         written.append(plots.plot_distance_distributions(
             {label: result.pos_neg_distances}, os.path.join(directory, f"{prefix}_distances.png")))
     if result.distmat is not None and worst_queries > 0:
-        q_ids, g_ids = _encode([r.pid for r in result.q_records], [r.pid for r in result.g_records])
+        q_ids, g_ids = encode_identities([r.pid for r in result.q_records], [r.pid for r in result.g_records])
         written.append(plots.plot_worst_queries(
             [r.path for r in result.q_records], [r.path for r in result.g_records], result.distmat, q_ids, g_ids,
             np.array([r.camid for r in result.q_records]), np.array([r.camid for r in result.g_records]),
