@@ -43,7 +43,6 @@ class EvaluationResult:
 
 
 def _labels(records: Sequence[ImageRecord]):
-    # identities may be strings after merging; map them onto integers consistently for both sides
     return [r.pid for r in records], np.array([r.camid for r in records])
 
 
