@@ -44,7 +44,8 @@ _C.MODEL.BACKBONE.PRETRAIN = False
 _C.MODEL.BACKBONE.PRETRAIN_PATH = ""
 # Model name passed to timm.create_model when NAME is "timm" (pretrained weights never downloaded).
 _C.MODEL.BACKBONE.TIMM_NAME = ""
-# Width multiplier for width-scalable students (OSNet x1.0/0.75/0.5/0.25, MobileNetV3).
+# Width multiplier: ResNet base channels are 64 * WIDTH (1.0 = the standard ResNet that fast-reid
+# checkpoints use; the CPU-sized synthetic teachers use less); OSNet x1.0/0.75/0.5/0.25, MobileNetV3.
 _C.MODEL.BACKBONE.WIDTH = 1.0
 
 _C.MODEL.HEADS = CN()

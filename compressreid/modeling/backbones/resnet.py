@@ -32,27 +32,31 @@ class ResNetBackbone(nn.Module):
     """ResNet trunk returning the last stage's feature map."""
 
     def __init__(self, depth: str = "50x", last_stride: int = 1, norm: str = "BN", with_ibn: bool = False,
-                 with_nl: bool = False):
+                 with_nl: bool = False, width: float = 1.0):
         super().__init__()
         if depth not in _SPECS:
             raise ConfigError(f"MODEL.BACKBONE.DEPTH '{depth}' is not supported; expected one of {sorted(_SPECS)}")
+        if width <= 0:
+            raise ConfigError(f"MODEL.BACKBONE.WIDTH must be positive, got {width}")
         block, layers, nl_layers = _SPECS[depth]
-        self.norm, self.inplanes = norm, 64
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = get_norm(norm, 64)
+        # width scales every stage (base 64 channels at 1.0, the standard ResNet fast-reid checkpoints use)
+        self.base = max(8, int(round(64 * width)))
+        self.norm, self.inplanes = norm, self.base
+        self.conv1 = nn.Conv2d(3, self.base, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = get_norm(norm, self.base)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=True)
-        self.layer1 = self._make_layer(block, 64, layers[0], 1, with_ibn)
-        self.layer2 = self._make_layer(block, 128, layers[1], 2, with_ibn)
-        self.layer3 = self._make_layer(block, 256, layers[2], 2, with_ibn)
-        self.layer4 = self._make_layer(block, 512, layers[3], last_stride, False)
+        self.layer1 = self._make_layer(block, self.base, layers[0], 1, with_ibn)
+        self.layer2 = self._make_layer(block, self.base * 2, layers[1], 2, with_ibn)
+        self.layer3 = self._make_layer(block, self.base * 4, layers[2], 2, with_ibn)
+        self.layer4 = self._make_layer(block, self.base * 8, layers[3], last_stride, False)
         self.nl_indices = [[]] * 4
         if with_nl:
             self._build_non_local(block, layers, nl_layers)
-        self.out_channels = 512 * block.expansion
+        self.out_channels = self.base * 8 * block.expansion
         strides = [4, 8, 16, 16 * last_stride]
         self.feature_info = [
-            FeatureInfo(self._stage_output(i), 64 * 2**i * block.expansion, strides[i]) for i in range(4)
+            FeatureInfo(self._stage_output(i), self.base * 2**i * block.expansion, strides[i]) for i in range(4)
         ]
         self._init_weights()
 
@@ -76,7 +80,7 @@ class ResNetBackbone(nn.Module):
         # fast-reid places the non-local blocks after the last blocks of each stage
         self.nl_indices = [sorted(layers[s] - (i + 1) for i in range(nl_layers[s])) for s in range(4)]
         for stage in range(4):
-            channels = 64 * 2**stage * block.expansion
+            channels = self.base * 2**stage * block.expansion
             setattr(self, f"NL_{stage + 1}", nn.ModuleList(NonLocal(channels, self.norm) for _ in range(nl_layers[stage])))
 
     def _stage_output(self, stage: int) -> str:
@@ -117,6 +121,6 @@ class ResNetBackbone(nn.Module):
 
 @BACKBONES.register("build_resnet_backbone")
 def build_resnet_backbone(cfg: CfgNode) -> ResNetBackbone:
-    """fast-reid's builder name; reads MODEL.BACKBONE.{DEPTH,LAST_STRIDE,NORM,WITH_IBN,WITH_NL}."""
+    """fast-reid's builder name; reads MODEL.BACKBONE.{DEPTH,LAST_STRIDE,NORM,WITH_IBN,WITH_NL,WIDTH}."""
     bb = cfg.MODEL.BACKBONE
-    return ResNetBackbone(bb.DEPTH, bb.LAST_STRIDE, bb.NORM, bb.WITH_IBN, bb.WITH_NL)
+    return ResNetBackbone(bb.DEPTH, bb.LAST_STRIDE, bb.NORM, bb.WITH_IBN, bb.WITH_NL, bb.WIDTH)
