@@ -34,7 +34,7 @@ class SupervisedTask:
         use_bf16 = self.bf16_cpu and self.device.type == "cpu"
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             output = self.model.forward_train(images, targets)
-        return self.criterion(output, targets)
+        return self.criterion(output, targets, batch)
 
 
 def iterations(cfg: CfgNode, data: TrainData) -> tuple:

@@ -8,7 +8,7 @@ Images are RGB float in 0-255, [B, 3, H, W]; normalisation happens inside the mo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 from torch import nn
@@ -42,10 +42,14 @@ class BranchOutput:
 
 @dataclass
 class ModelOutput:
-    """What ``forward_train`` returns: the eval embedding plus every branch's training outputs."""
+    """What ``forward_train`` returns: the eval embedding plus every branch's training outputs.
+
+    ``aux`` holds model-specific tensors that model-specific losses read (e.g. HAA's ensemble gate).
+    """
 
     embedding: torch.Tensor
     branches: List[BranchOutput] = field(default_factory=list)
+    aux: Dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class PixelNormalizer(nn.Module):

@@ -6,7 +6,7 @@ one ``BranchOutput`` and the identity labels and returns an already-weighted sca
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -27,7 +27,9 @@ class ReIDCriterion(nn.Module):
         self.names = [name for name, _ in losses]
         self.losses = nn.ModuleList(loss for _, loss in losses)
 
-    def forward(self, output: ModelOutput, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, output: ModelOutput, targets: torch.Tensor,
+                batch: Optional[Mapping[str, object]] = None) -> Dict[str, torch.Tensor]:
+        """``batch`` is the loader's batch dict, for losses that need more than identity labels."""
         terms = {}
         for name, loss in zip(self.names, self.losses):
             values = [loss(branch, targets) for branch in output.branches]
