@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from compressreid.data.datasets import DATASETS, ReIDDataset, build_dataset, merge_train_sets
+from compressreid.data.datasets.msmt17 import MSMT17
 from compressreid.data.records import DatasetSplits, ImageRecord
 from compressreid.errors import ConfigError, DataError
 
@@ -20,11 +21,11 @@ EXPECTED = {
                    ("query", "market1501/Market-1501-v15.09.15/query/0010_c1s1_001051_00.jpg", 10, 0)),
     "DukeMTMC": ("duke", {"train": (3, 2, 3), "query": (2, 2, 2), "gallery": (3, 2, 3)},
                  ("query", "DukeMTMC-reID/query/0008_c8_f0076111.jpg", 8, 7)),
-    "MSMT17": ("msmt17_v1", {"train": (4, 2, 4), "query": (2, 2, 2), "gallery": (3, 2, 3)},
+    "MSMT17": ("msmt17_v1", {"train": (3, 2, 3), "query": (2, 2, 2), "gallery": (3, 2, 3)},
                ("gallery", "MSMT17/MSMT17_V1/test/0001/0001_001_15_0304noon_0004_0.jpg", 1, 14)),
-    "MSMT17V1": ("msmt17_v1", {"train": (4, 2, 4), "query": (2, 2, 2), "gallery": (3, 2, 3)},
-                 ("train", "MSMT17/MSMT17_V1/train/0000/0000_002_05_0303afternoon_0200_0.jpg", 0, 4)),
-    "MSMT17V2": ("msmt17_v2", {"train": (4, 2, 4), "query": (2, 2, 2), "gallery": (3, 2, 3)},
+    "MSMT17V1": ("msmt17_v1", {"train": (3, 2, 3), "query": (2, 2, 2), "gallery": (3, 2, 3)},
+                 ("train", "MSMT17/MSMT17_V1/train/0000/0000_001_03_0303morning_0016_0.jpg", 0, 2)),
+    "MSMT17V2": ("msmt17_v2", {"train": (3, 2, 3), "query": (2, 2, 2), "gallery": (3, 2, 3)},
                  ("query", "MSMT17/MSMT17_V2/mask_test_v2/0001/0001_000_09_0303noon_0002_0.jpg", 1, 8)),
     "CUHK03": ("cuhk03", {"train": (3, 1, 2), "query": (2, 2, 1), "gallery": (4, 2, 2)},
                ("gallery", "cuhk03/images_detected/2_001_2_07.png", 3, 1)),
@@ -121,6 +122,15 @@ def test_msmt17_picks_the_version_folder_present(fake_layout):
     splits = build_dataset("MSMT17", str(root)).load()
     assert all("/MSMT17_V2/mask_train_v2/" in r.path for r in splits.train)
     assert "MSMT17_V1" in error_of("MSMT17V1", root)  # an explicit version does not fall back
+
+
+def test_msmt17_val_list_joins_train_only_with_combineall(fake_layout):
+    # fast-reid trains on list_train.txt alone unless COMBINEALL; published numbers depend on it
+    root = fake_layout("msmt17_v1")
+    default = build_dataset("MSMT17", str(root)).load()
+    combined = MSMT17(str(root), include_val=True).load()
+    assert len(combined.train) == len(default.train) + 1
+    assert not any("0303afternoon_0200" in r.path for r in default.train)
 
 
 def test_cuhk03_extracts_real_pngs_once(fake_layout, cuhk03_truth):

@@ -22,7 +22,8 @@ _NAME = "'PID_INDEX_CAM_...jpg', e.g. '0000_000_01_0303morning_0015_0.jpg'"
 class MSMT17(ReIDDataset):
     """MSMT17 (Wei et al. CVPR 2018): 4,101 identities, 15 cameras; V1 or V2 is picked by which folder exists.
 
-    Train is ``list_train.txt`` + ``list_val.txt`` (the 32,621 training images of the paper).
+    Train is ``list_train.txt``; ``list_val.txt`` joins it only with ``include_val`` (DATASETS.COMBINEALL),
+    exactly as fast-reid does, so published fast-reid MSMT17 numbers are comparable.
     """
 
     dataset_dir = "MSMT17"
@@ -32,12 +33,22 @@ class MSMT17(ReIDDataset):
         "or ROOT/MSMT17/MSMT17_V2/{mask_train_v2/,mask_test_v2/,list_*.txt}"
     )
 
+    def __init__(self, root: str, seed: int = 0, include_val: bool = False):
+        super().__init__(root, seed)
+        self.include_val = include_val
+
+    @classmethod
+    def from_config(cls, cfg) -> "MSMT17":
+        return cls(cfg.DATASETS.ROOT, seed=cfg.SEED, include_val=cfg.DATASETS.COMBINEALL)
+
     def load(self) -> DatasetSplits:
         release = self._find_release()
         train_folder, test_folder = _VERSIONS[os.path.basename(release)]
         train_dir = self.require_dir(os.path.join(release, train_folder), f"split 'train' ({train_folder})")
         test_dir = self.require_dir(os.path.join(release, test_folder), f"split 'test' ({test_folder})")
-        train = self._read(release, "list_train.txt", train_dir) + self._read(release, "list_val.txt", train_dir)
+        train = self._read(release, "list_train.txt", train_dir)
+        if self.include_val:
+            train += self._read(release, "list_val.txt", train_dir)
         query = self._read(release, "list_query.txt", test_dir)
         gallery = self._read(release, "list_gallery.txt", test_dir)
         return self.finish(train, query, gallery)
