@@ -11,6 +11,8 @@ $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
+# fast-reid itself, for the parity tests: 1.4.0 pins torch==1.13.1 but runs on ours, so no deps
+	$(PY) -m pip install --quiet --no-deps fastreid==1.4.0
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -35,5 +35,6 @@ setup(
         "tqdm>=4.66",
         "pyyaml>=6",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100"]},
+    # termcolor and tabulate: what fastreid (installed --no-deps by `make test`, for parity tests) imports
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "termcolor>=2", "tabulate>=0.9"]},
 )

@@ -1,7 +1,8 @@
-"""Checkpoints: written atomically, read safely (``weights_only=True``), keys checked and reported.
+"""Checkpoints: written atomically, read safely (``weights_only=True``), keys mapped per source format and reported.
 
-A compressreid checkpoint is ``{"model": state_dict, ...extra state}``; fast-reid checkpoints are the
-same shape, so both load through ``load_checkpoint``.
+A compressreid checkpoint is ``{"model": state_dict, ...extra state}``; fast-reid checkpoints are the same
+shape (with ``optimizer``, ``scheduler``, ``iteration``, ... beside ``model``), so both load through
+``load_checkpoint``. Older fast-reid layouts are recognised and renamed by ``compressreid.checkpoint_formats``.
 """
 
 from __future__ import annotations
@@ -15,22 +16,25 @@ from typing import Dict, List
 import torch
 from torch import nn
 
+from compressreid.checkpoint_formats import (CLASSIFIER_KEYS, PIXEL_STAT_KEYS, detect_format,
+                                             strip_data_parallel_prefix)
 from compressreid.engine.io import atomic_torch_save
 from compressreid.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
-# Identity classifiers: sized for the training set, unused by the eval embedding.
-_CLASSIFIER_KEYS = ("heads.weight", "heads.classifier.weight")
-
 
 @dataclass
 class LoadReport:
-    """What a load did: every key that did not transfer is named, never silently dropped."""
+    """What a load did: every key that did not transfer is named, never silently dropped.
+
+    ``format`` names the detected source format (not part of equality, so reports compare by keys).
+    """
 
     missing: List[str] = field(default_factory=list)
     unexpected: List[str] = field(default_factory=list)
     skipped: List[str] = field(default_factory=list)
+    format: str = field(default="", compare=False)
 
 
 def save_checkpoint(path: str, model: nn.Module, **extra) -> str:
@@ -61,11 +65,17 @@ def read_checkpoint(path: str, allow_unsafe: bool = False) -> Dict[str, object]:
     return data
 
 
+def _is_skippable_classifier(key: str, value: torch.Tensor, own: Dict[str, torch.Tensor]) -> bool:
+    """A classifier sized for another identity set: same feature width, another number of rows."""
+    return key in CLASSIFIER_KEYS and value.ndim == 2 and own[key].ndim == 2 and value.shape[1] == own[key].shape[1]
+
+
 def load_state_dict_checked(model: nn.Module, state: Dict[str, torch.Tensor], source: str,
                             skip_classifier_mismatch: bool = True) -> LoadReport:
-    """Load ``state`` into ``model`` strictly by name; shape mismatches raise, naming the first keys.
+    """Load ``state`` (already in compressreid's names) into ``model`` strictly by name.
 
-    A classifier sized for another dataset (``heads.weight``) is skipped and reported when allowed.
+    Shape mismatches raise, naming the first keys, and leave the model untouched. A classifier sized for
+    another dataset (``heads.weight``), or one the model does not have, is skipped and reported.
     """
     own = model.state_dict()
     report = LoadReport()
@@ -73,12 +83,12 @@ def load_state_dict_checked(model: nn.Module, state: Dict[str, torch.Tensor], so
     filtered = {}
     for key, value in state.items():
         if key not in own:
-            if key in _CLASSIFIER_KEYS:  # a model built without a classifier (inference, distillation)
+            if key in CLASSIFIER_KEYS:  # a model built without a classifier (inference, distillation)
                 report.skipped.append(key)
             else:
                 report.unexpected.append(key)
         elif own[key].shape != value.shape:
-            if skip_classifier_mismatch and key.startswith("heads.") and key.endswith("weight") and value.ndim == 2:
+            if skip_classifier_mismatch and _is_skippable_classifier(key, value, own):
                 report.skipped.append(key)
             else:
                 mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}")
@@ -95,10 +105,66 @@ def load_state_dict_checked(model: nn.Module, state: Dict[str, torch.Tensor], so
     return report
 
 
-def load_checkpoint(model: nn.Module, path: str, allow_unsafe: bool = False) -> LoadReport:
-    """Load a compressreid or fast-reid checkpoint into ``model``; returns what did not transfer."""
+def _plan_pixel_stats(model: nn.Module, stats: Dict[str, torch.Tensor], source: str):
+    """Checked (normalizer, name, value) triples, built before anything is loaded so a bad file changes nothing."""
+    # modules owning pixel_mean/pixel_std buffers: compressreid's PixelNormalizer (not imported: modeling
+    # imports this module for backbone pretraining)
+    normalizers = [m for m in model.modules() if all(k in m._buffers for k in PIXEL_STAT_KEYS)]
+    plan = []
+    for key, value in sorted(stats.items()):
+        for normalizer in normalizers:
+            current = getattr(normalizer, key)
+            if value.numel() != current.numel():
+                raise CheckpointError(f"{source}: {key} has {value.numel()} values, the model expects {current.numel()}")
+            plan.append((normalizer, key, value.to(current.dtype).view_as(current)))
+    return normalizers, plan
+
+
+def _apply_pixel_stats(plan, source: str) -> None:
+    """Older fast-reid saved its normalisation with the weights; the model then uses the stored values."""
+    with torch.no_grad():
+        for normalizer, key, value in plan:
+            current = getattr(normalizer, key)
+            if not torch.allclose(value, current):
+                logger.warning("%s: using the checkpoint's %s %s instead of the config's %s", source, key,
+                               [round(v, 4) for v in value.flatten().tolist()],
+                               [round(v, 4) for v in current.flatten().tolist()])
+            current.copy_(value)
+
+
+def load_checkpoint(model: nn.Module, path: str, allow_unsafe: bool = False, strict: bool = False) -> LoadReport:
+    """Load a compressreid or fast-reid checkpoint (any supported generation) into ``model``.
+
+    The source format is detected from explicit key signatures and logged; keys are renamed by that
+    format's map. Returns what did not transfer.
+
+    Args:
+        allow_unsafe: opt in to arbitrary unpickling (only for files you trust).
+        strict: raise if any key is missing or unexpected (skipped classifiers are still allowed).
+
+    Raises:
+        CheckpointError: unreadable or unsafe file, unsupported format, shape mismatch, or (strict) key mismatch.
+    """
     data = read_checkpoint(path, allow_unsafe)
     state = data.get("model", data)
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path}: 'model' is a {type(state).__name__}, expected a state dict")
-    return load_state_dict_checked(model, state, path)
+    state = strip_data_parallel_prefix(state)
+    fmt = detect_format(state)
+    logger.info("%s: checkpoint format '%s' (%s)", path, fmt.name, fmt.description)
+    try:
+        converted = fmt.convert(state)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    normalizers, pixel_plan = _plan_pixel_stats(model, converted.pixel_stats, path)
+    report = load_state_dict_checked(model, converted.state, path)
+    report.format = fmt.name
+    if converted.pixel_stats and not normalizers:  # a bare backbone: nothing normalises inside it
+        report.unexpected.extend(sorted(converted.pixel_stats))
+        logger.warning("%s: unexpected key(s) %s: the model has no PixelNormalizer", path, sorted(converted.pixel_stats))
+    _apply_pixel_stats(pixel_plan, path)
+    if strict and (report.missing or report.unexpected):
+        raise CheckpointError(f"{path}: strict load failed: {len(report.missing)} missing key(s) "
+                              f"(first: {report.missing[:3]}), {len(report.unexpected)} unexpected (first: "
+                              f"{report.unexpected[:3]})")
+    return report

@@ -14,6 +14,7 @@ from torch import nn
 from yacs.config import CfgNode
 
 from compressreid.errors import ConfigError
+from compressreid.modeling.backbones.pretrained import resolve_pretrain_path
 from compressreid.modeling.backbones.registry import BACKBONES
 from compressreid.modeling.contract import FeatureInfo
 
@@ -54,4 +55,5 @@ class TimmBackbone(nn.Module):
 
 @BACKBONES.register("timm")
 def build_timm_backbone(cfg: CfgNode) -> TimmBackbone:
-    return TimmBackbone(cfg.MODEL.BACKBONE.TIMM_NAME, cfg.MODEL.BACKBONE.PRETRAIN_PATH)
+    # same PRETRAIN / PRETRAIN_PATH rules as the ResNet builder (read only when PRETRAIN is True, never downloaded)
+    return TimmBackbone(cfg.MODEL.BACKBONE.TIMM_NAME, resolve_pretrain_path(cfg))

@@ -3,7 +3,7 @@
 Key names follow fast-reid wherever the concept is the same, so a fast-reid yaml merges as-is.
 """
 
-from yacs.config import CfgNode as CN
+from compressreid.config.node import CfgNode as CN
 
 _C = CN()
 
@@ -70,6 +70,20 @@ _C.MODEL.HEADS.CLS_LAYER = "Linear"
 # Margin and scale of margin-based classifiers (ignored by Linear).
 _C.MODEL.HEADS.MARGIN = 0.0
 _C.MODEL.HEADS.SCALE = 1.0
+
+_C.MODEL.HAA = CN()
+# HAA's head-shoulder box (x0, y0, x1, y1) as fractions of the image, cropped and resampled to the input size.
+# The paper localises it with an STN trained on box annotations; without annotations we use this fixed prior.
+_C.MODEL.HAA.HS_BOX = [0.0, 0.0, 1.0, 0.4]
+# Horizontal stripes of the head-shoulder map, each with its own attention and embedding head (the paper: 3).
+_C.MODEL.HAA.NUM_STRIPES = 3
+# Per-stripe embedding dimension after a 1x1 reduction (the paper: 512); 0 keeps the trunk's channels.
+_C.MODEL.HAA.STRIPE_DIM = 512
+# Bottleneck ratio of the stripes' channel attention (the paper's code: 2048 -> 1024, i.e. 2).
+_C.MODEL.HAA.ATTENTION_REDUCTION = 2
+# Weight of EnsembleGateLoss: black-clothes cross-entropy on the adaptive ensemble's gate (name it in
+# MODEL.LOSSES.NAME); images whose dataset has no black-clothes flag are ignored.
+_C.MODEL.HAA.GATE_LOSS_SCALE = 1.0
 
 _C.MODEL.LOSSES = CN()
 # Supervised ReID losses, registered in compressreid.modeling.LOSSES; each has its own weight (SCALE).
@@ -261,6 +275,74 @@ _C.OUTPUT_DIR = "output"
 _C.SEED = 0
 # cudnn.benchmark; unused on CPU.
 _C.CUDNN_BENCHMARK = False
+
+_C.DISTILL = CN()
+_C.DISTILL.TEACHERS = CN()
+# Teacher config files (yaml, _BASE_ allowed): each describes its model and its INPUT.SIZE_TRAIN, at
+# which it gets the batch (resized when the student's size differs). Several = an ensemble.
+_C.DISTILL.TEACHERS.CONFIGS = []
+# One checkpoint per entry of CONFIGS; empty = each config's own MODEL.WEIGHTS.
+_C.DISTILL.TEACHERS.WEIGHTS = []
+# Weight of each teacher's distillation terms; empty = 1 / number of teachers each.
+_C.DISTILL.TEACHERS.SCALES = []
+# Run the teachers under bf16 autocast (faster on CPUs with AVX512-BF16/AMX and on GPUs; targets stay fp32).
+_C.DISTILL.TEACHERS.BF16 = False
+# Run the teachers in channels_last memory format (faster convolutions on recent CPUs and GPUs).
+_C.DISTILL.TEACHERS.CHANNELS_LAST = False
+# Also train on the student's own supervised losses (MODEL.LOSSES); False = distillation terms only.
+_C.DISTILL.SUPERVISED = True
+# Train the student into the teacher's embedding space (same dimension, EmbeddingRegression without
+# projection) so student query features can be searched against a gallery the teacher embedded.
+_C.DISTILL.GALLERY_COMPATIBLE = False
+_C.DISTILL.LOSSES = CN()
+# Distillation losses registered in compressreid.distill.DISTILL_LOSSES: LogitKD, EmbeddingRegression,
+# RKDDistance, RKDAngle, SimilarityPreserving, PKT, ListwiseRanking, FeatureMapDistill.
+_C.DISTILL.LOSSES.NAME = ("LogitKD",)
+_C.DISTILL.LOSSES.KD = CN()
+# Logit distillation divergence: "kl" (Hinton et al. 2015) or "js" (symmetric Jensen-Shannon). It needs
+# teacher and student classifiers over the same identity set (same training datasets and classes).
+_C.DISTILL.LOSSES.KD.DIVERGENCE = "kl"
+# Softmax temperature; the loss is multiplied by T^2 so gradient magnitudes do not depend on T.
+_C.DISTILL.LOSSES.KD.TEMPERATURE = 4.0
+# Weight of the term.
+_C.DISTILL.LOSSES.KD.SCALE = 1.0
+_C.DISTILL.LOSSES.EMBED = CN()
+# Embedding regression distance: "l2" (mean squared error) or "cosine" (mean of 1 - cos).
+_C.DISTILL.LOSSES.EMBED.MODE = "cosine"
+# Student -> teacher projection: "auto" (a learned linear map when the dims differ, identity when they
+# match), "linear" (always learned) or "none" (dims must match; forced by GALLERY_COMPATIBLE).
+_C.DISTILL.LOSSES.EMBED.PROJECTION = "auto"
+_C.DISTILL.LOSSES.EMBED.SCALE = 1.0
+_C.DISTILL.LOSSES.RKD_D = CN()
+# Weight of RKD distance (Park et al. 2019 use 1 for metric learning, 25 for classification).
+_C.DISTILL.LOSSES.RKD_D.SCALE = 1.0
+_C.DISTILL.LOSSES.RKD_A = CN()
+# Weight of RKD angle (Park et al. 2019 use 2 for metric learning, 50 for classification).
+_C.DISTILL.LOSSES.RKD_A.SCALE = 2.0
+_C.DISTILL.LOSSES.SP = CN()
+# Similarity-preserving: stage indices into feature_info (negative = from the last; the same index in
+# both models); empty = on the embeddings.
+_C.DISTILL.LOSSES.SP.STAGES = []
+# Weight (Tung & Mori 2019 use 3000 on CIFAR feature maps).
+_C.DISTILL.LOSSES.SP.SCALE = 1.0
+_C.DISTILL.LOSSES.PKT = CN()
+# Weight of probabilistic knowledge transfer (Passalis & Tefas 2018) on the embeddings.
+_C.DISTILL.LOSSES.PKT.SCALE = 1.0
+_C.DISTILL.LOSSES.LISTWISE = CN()
+# Temperatures of the per-anchor softmax over cosine similarities, for the student and the teacher.
+_C.DISTILL.LOSSES.LISTWISE.STUDENT_TEMPERATURE = 0.1
+_C.DISTILL.LOSSES.LISTWISE.TEACHER_TEMPERATURE = 0.1
+_C.DISTILL.LOSSES.LISTWISE.SCALE = 1.0
+_C.DISTILL.LOSSES.FEATURE = CN()
+# Feature-map distillation: "fitnet" (MSE through a 1x1 conv + BN adapter) or "overhaul" (Heo et al.
+# 2019: margin ReLU on the teacher's map, partial L2).
+_C.DISTILL.LOSSES.FEATURE.MODE = "fitnet"
+# Student stage indices into feature_info (negative = from the last).
+_C.DISTILL.LOSSES.FEATURE.STAGES = [-1]
+# Teacher stage indices paired with STAGES; empty = the same indices. Indices count the teacher's declared
+# taps: multi-branch teachers (MGN, HAA) declare branch taps after the trunk's, so name them explicitly.
+_C.DISTILL.LOSSES.FEATURE.TEACHER_STAGES = []
+_C.DISTILL.LOSSES.FEATURE.SCALE = 1.0
 
 
 def get_cfg() -> CN:

@@ -3,6 +3,8 @@
 They are ignored with one warning instead of failing, so a fast-reid yaml merges unchanged.
 """
 
+from compressreid.errors import ConfigError
+
 # Whole subtrees fast-reid has and compressreid does not read.
 FASTREID_ONLY_PREFIXES = (
     "KD.",  # fast-reid's distiller; compressreid has its own DISTILL section
@@ -63,3 +65,20 @@ FASTREID_ONLY_KEYS = frozenset(
 def is_fastreid_only(key: str) -> bool:
     """True if ``key`` (dotted, upper case) is a fast-reid key that compressreid ignores."""
     return key in FASTREID_ONLY_KEYS or any(key.startswith(prefix) for prefix in FASTREID_ONLY_PREFIXES)
+
+# fast-reid keys that change the model's structure: ignored only at the value that leaves the model as
+# compressreid builds it, never silently at another value (a checkpoint would then load into the wrong net).
+FASTREID_STRUCTURAL_DEFAULTS = {
+    "MODEL.BACKBONE.WITH_SE": False,  # squeeze-excitation blocks in the ResNet
+}
+
+
+def check_ignorable_value(key: str, value: object, source: str) -> None:
+    """Raise if the fast-reid-only ``key`` carries a value that would change the model compressreid builds.
+
+    Raises:
+        ConfigError: e.g. ``MODEL.BACKBONE.WITH_SE: True``, which compressreid does not implement.
+    """
+    if key in FASTREID_STRUCTURAL_DEFAULTS and value != FASTREID_STRUCTURAL_DEFAULTS[key]:
+        raise ConfigError(f"fast-reid key '{key}: {value}' in {source} changes the model and compressreid does "
+                          f"not support it; only {FASTREID_STRUCTURAL_DEFAULTS[key]} is accepted")

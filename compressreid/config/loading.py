@@ -12,7 +12,7 @@ from yacs.config import CfgNode as CN
 
 
 from compressreid.config.defaults import get_cfg
-from compressreid.config.fastreid_keys import is_fastreid_only
+from compressreid.config.fastreid_keys import check_ignorable_value, is_fastreid_only
 from compressreid.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ def _filter_known(cfg: CN, data: Dict[str, Any], source: str, ignored: List[str]
         full = f"{prefix}{key}"
         if not isinstance(key, str) or key not in cfg:
             if isinstance(key, str) and is_fastreid_only(full if not isinstance(value, dict) else full + "."):
+                check_ignorable_value(full, value, source)
                 ignored.append(full)
                 continue
             raise _unknown_key_error(get_cfg(), full, source)
@@ -106,7 +107,13 @@ def _filter_known(cfg: CN, data: Dict[str, Any], source: str, ignored: List[str]
 
 
 def merge_dict(cfg: CN, data: Dict[str, Any], source: str) -> List[str]:
-    """Merge a nested dict into ``cfg``; returns the fast-reid-only keys that were ignored."""
+    """Merge a nested dict into ``cfg``; returns the fast-reid-only keys that were ignored.
+
+    Raises:
+        ConfigError: ``cfg`` is frozen (yacs' merge would write through its item assignment regardless).
+    """
+    if cfg.is_frozen():
+        raise ConfigError(f"cannot merge {source} into a frozen config; merge into cfg.clone() or load with freeze=False")
     ignored: List[str] = []
     filtered = _filter_known(cfg, data, source, ignored)
     cfg.merge_from_other_cfg(CN(filtered))
@@ -127,6 +134,28 @@ def overrides_to_dict(pairs: Sequence[str]) -> Dict[str, Any]:
     return nested
 
 
+def _warn_ignored(ignored: List[str]) -> None:
+    if ignored:
+        logger.warning("ignoring %d fast-reid key(s) compressreid does not use: %s", len(ignored), ", ".join(ignored))
+
+
+def merge_file(cfg: CN, config_file: str) -> List[str]:
+    """Merge ``config_file`` (with its ``_BASE_`` files) into ``cfg``, warning once about fast-reid-only keys.
+
+    This is what ``cfg.merge_from_file`` runs. Returns the ignored fast-reid keys.
+    """
+    ignored = merge_dict(cfg, read_yaml_with_bases(config_file), config_file)
+    _warn_ignored(ignored)
+    return ignored
+
+
+def merge_overrides(cfg: CN, overrides: Sequence[str]) -> List[str]:
+    """Merge ``KEY VALUE`` command-line overrides into ``cfg``; what ``cfg.merge_from_list`` runs."""
+    ignored = merge_dict(cfg, overrides_to_dict(list(overrides)), "command-line overrides")
+    _warn_ignored(ignored)
+    return ignored
+
+
 def load_config(config_file: str = "", overrides: Iterable[str] = (), freeze: bool = True) -> CN:
     """Defaults, then ``config_file`` (with ``_BASE_`` files), then ``KEY VALUE`` overrides; frozen.
 
@@ -142,8 +171,7 @@ def load_config(config_file: str = "", overrides: Iterable[str] = (), freeze: bo
     overrides = list(overrides)
     if overrides:
         ignored += merge_dict(cfg, overrides_to_dict(overrides), "command-line overrides")
-    if ignored:
-        logger.warning("ignoring %d fast-reid key(s) compressreid does not use: %s", len(ignored), ", ".join(ignored))
+    _warn_ignored(ignored)
     if freeze:
         cfg.freeze()
     return cfg

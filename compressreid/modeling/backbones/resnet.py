@@ -18,6 +18,7 @@ from compressreid.errors import ConfigError
 from compressreid.modeling.contract import FeatureInfo
 from compressreid.modeling.layers.non_local import NonLocal
 from compressreid.modeling.layers.norm import IBN, get_norm
+from compressreid.modeling.backbones.pretrained import load_pretrained_resnet, resolve_pretrain_path
 from compressreid.modeling.backbones.registry import BACKBONES
 
 _SPECS = {
@@ -45,7 +46,8 @@ class ResNetBackbone(nn.Module):
         self.conv1 = nn.Conv2d(3, self.base, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = get_norm(norm, self.base)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=True)
+        # fast-reid v1.x: no padding, ceil_mode=True (torchvision pads by 1; the map sizes differ)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
         self.layer1 = self._make_layer(block, self.base, layers[0], 1, with_ibn)
         self.layer2 = self._make_layer(block, self.base * 2, layers[1], 2, with_ibn)
         self.layer3 = self._make_layer(block, self.base * 4, layers[2], 2, with_ibn)
@@ -121,6 +123,11 @@ class ResNetBackbone(nn.Module):
 
 @BACKBONES.register("build_resnet_backbone")
 def build_resnet_backbone(cfg: CfgNode) -> ResNetBackbone:
-    """fast-reid's builder name; reads MODEL.BACKBONE.{DEPTH,LAST_STRIDE,NORM,WITH_IBN,WITH_NL,WIDTH}."""
+    """fast-reid's builder name; reads MODEL.BACKBONE.{DEPTH,LAST_STRIDE,NORM,WITH_IBN,WITH_NL,WIDTH} and
+    initialises from PRETRAIN_PATH when PRETRAIN is True (see ``pretrained.resolve_pretrain_path``)."""
     bb = cfg.MODEL.BACKBONE
-    return ResNetBackbone(bb.DEPTH, bb.LAST_STRIDE, bb.NORM, bb.WITH_IBN, bb.WITH_NL, bb.WIDTH)
+    backbone = ResNetBackbone(bb.DEPTH, bb.LAST_STRIDE, bb.NORM, bb.WITH_IBN, bb.WITH_NL, bb.WIDTH)
+    pretrain_path = resolve_pretrain_path(cfg)
+    if pretrain_path:
+        load_pretrained_resnet(backbone, pretrain_path)
+    return backbone
