@@ -12,10 +12,19 @@ from compressreid.data.records import ImageRecord
 from compressreid.errors import ConfigError, DataError
 
 ON_CORRUPT_CHOICES = ("fail", "skip")
+# Item/batch key and ImageRecord.meta key of the black-clothes flag (HAA's ensemble supervision).
+BLACK_CLOTHES_KEY = "black_clothes"
+
+
+def black_clothes_flag(record: ImageRecord) -> int:
+    """1 black clothes, 0 not, -1 unknown (the dataset has no such annotation): an int so batches always collate."""
+    value = record.meta.get(BLACK_CLOTHES_KEY)
+    return -1 if value is None else int(bool(value))
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Items are dicts: ``images`` (RGB float 0-255), ``targets`` (int label), ``camids``, ``indices``.
+    """Items are dicts: ``images`` (RGB float 0-255), ``targets`` (int label), ``camids``, ``indices`` and
+    ``black_clothes`` (1 / 0, or -1 where the record carries no such flag).
 
     Args:
         records: the split's images.
@@ -46,7 +55,7 @@ class ImageDataset(torch.utils.data.Dataset):
                 raise DataError(f"cannot read image {record.path}: {exc}") from None
             return None
         return {"images": self.transform(image), "targets": self.labels[index], "camids": record.camid,
-                "indices": index}
+                "indices": index, BLACK_CLOTHES_KEY: black_clothes_flag(record)}
 
 
 def collate(items: List[Optional[Dict[str, object]]]) -> Dict[str, object]:

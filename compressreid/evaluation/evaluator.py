@@ -1,6 +1,7 @@
 """One evaluator for every stage: embed query and gallery, rank, score, and keep what the plots need.
 
-Metrics are reported in percent (points), the unit gates speak in.
+Metrics are reported in percent (points), the unit gates speak in. When query records carry
+``meta["black_clothes"]``, the black-clothes query subset is also scored against the full gallery (``black_*``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from compressreid.evaluation.rank import evaluate_rank_detailed
 from compressreid.evaluation.rerank import k_reciprocal_rerank
 from compressreid.evaluation.roc import distance_distributions, roc_from_distmat, tpr_at_fpr
 from compressreid.evaluation.search import evaluate_rank_topk, topk_search
+from compressreid.evaluation.subsets import flagged_queries, subset_metrics_dense, subset_metrics_topk
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +100,9 @@ class ReIDEvaluator:
         ranks = evaluate_rank_detailed(distmat, q_ids, g_ids, q_cams, g_cams, self.max_rank)
         result = EvaluationResult(dataset, {}, list(q_records), list(g_records), distmat)
         result.metrics = self._scalar_metrics(ranks, len(q_records), len(g_records))
+        rows = flagged_queries(q_records)
+        if rows is not None:  # black-clothes queries against the full gallery, for HAA-vs-baseline comparisons
+            result.metrics.update(subset_metrics_dense(distmat, q_ids, g_ids, q_cams, g_cams, rows, self.max_rank))
         self._note_skipped(result, ranks.skipped_query_indices, q_pids)
         if self.roc:
             # a seeded sample of negative pairs bounds memory on large galleries (Market1501: ~53M pairs)
@@ -113,6 +118,10 @@ class ReIDEvaluator:
         result.metrics = self._scalar_metrics(ranks, len(q_records), len(g_records))
         result.metrics["topk"] = self.topk
         result.metrics["topk_incomplete_queries"] = int(ranks.num_incomplete)
+        rows = flagged_queries(q_records)
+        if rows is not None:
+            result.metrics.update(subset_metrics_topk(topk_dist, topk_idx, q_ids, g_ids, q_cams, g_cams, rows,
+                                                      self.max_rank))
         if ranks.num_incomplete:
             result.notes.append(ranks.incomplete_message)
             logger.warning("%s: %s", dataset, ranks.incomplete_message)

@@ -62,6 +62,9 @@ def evaluate_run(cfg: CfgNode, run: RunDirectory, model: Optional[nn.Module] = N
         m = result.metrics
         logger.info("%s: mAP %.2f  Rank-1 %.2f  Rank-5 %.2f  mINP %.2f", result.dataset, m["mAP"], m["rank1"],
                     m["rank5"], m["mINP"])
+        if "black_mAP" in m:  # set when the query records carry black-clothes flags (see evaluation.subsets)
+            logger.info("%s black-clothes queries (%d): mAP %.2f  Rank-1 %.2f  mINP %.2f", result.dataset,
+                        m["black_num_query"], m["black_mAP"], m["black_rank1"], m["black_mINP"])
         results.append(result)
     payload = metrics_payload(results, cfg.MODEL.WEIGHTS or label)
     decisions = check_gates(cfg.TEST.GATES, payload, references)

@@ -32,12 +32,16 @@ class BranchOutput:
         feature: feature for metric losses (before or after the BNNeck per NECK_FEAT), [B, d].
         logits: classifier outputs with margin and scale applied (for cross-entropy); None if no classifier.
         cls_logits: scaled logits without the margin (what logit distillation compares); None if no classifier.
+        metric_loss: False makes metric losses (triplet, circle, cosface) skip the branch. MGN uses it as
+            fast-reid does: metric losses on its global features and on each stripe group's concatenation
+            (carried as ``feature`` by the group's first stripe), not on single stripes.
     """
 
     embedding: torch.Tensor
     feature: torch.Tensor
     logits: torch.Tensor | None = None
     cls_logits: torch.Tensor | None = None
+    metric_loss: bool = True
 
 
 @dataclass

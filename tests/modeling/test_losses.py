@@ -369,3 +369,63 @@ def test_cosine_with_delay_epochs():
 def test_unknown_scheduler_is_a_config_error():
     with pytest.raises(ConfigError, match="SCHED"):
         lr_factor(solver_cfg(SCHED="WarmupMultiStepLR"), 5000, 100)
+
+
+# -- whole-output losses: HAA's ensemble gate ---------------------------------------------------------------------
+
+from compressreid.modeling.losses import OUTPUT_SCOPE  # noqa: E402
+from compressreid.modeling.losses.ensemble_losses import BLACK_LOGITS, EnsembleGateLoss  # noqa: E402
+
+# Gate logits (not black, black) of four images: rows 0 and 2 are confident, rows 1 and 3 undecided.
+GATE_LOGITS = torch.tensor([[0.0, math.log(3.0)], [0.0, 0.0], [math.log(3.0), 0.0], [5.0, -5.0]])
+
+
+def gate_output(logits=GATE_LOGITS):
+    return ModelOutput(embedding=torch.zeros(len(logits), 2), branches=[branch(torch.zeros(len(logits), 2))],
+                       aux={BLACK_LOGITS: logits})
+
+
+def test_gate_loss_golden_value_ignores_unknown_flags():
+    # row 0 black, p = 3/4 -> -log(3/4); row 2 not black, p = 3/4 -> -log(3/4); rows 1, 3 unknown (-1)
+    flags = torch.tensor([1, -1, 0, -1])
+    loss = EnsembleGateLoss(scale=0.5)(gate_output(), torch.zeros(4, dtype=torch.long), {"black_clothes": flags})
+    assert loss.item() == pytest.approx(0.5 * -math.log(0.75), rel=1e-6)
+    # the unknown rows' logits do not matter
+    other = GATE_LOGITS.clone()
+    other[[1, 3]] = torch.tensor([[9.0, -9.0], [-4.0, 7.0]])
+    again = EnsembleGateLoss(scale=0.5)(gate_output(other), None, {"black_clothes": flags})
+    assert again.item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_gate_loss_all_unknown_is_zero_with_a_graph():
+    logits = GATE_LOGITS.clone().requires_grad_(True)
+    loss = EnsembleGateLoss()(gate_output(logits), None, {"black_clothes": torch.full((4,), -1)})
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_gate_loss_needs_gate_logits_and_flags():
+    loss = EnsembleGateLoss()
+    with pytest.raises(ConfigError, match="black_logits"):
+        loss(ModelOutput(torch.zeros(4, 2)), None, {"black_clothes": torch.ones(4)})
+    with pytest.raises(ConfigError, match="black_clothes"):
+        loss(gate_output(), None, None)
+    with pytest.raises(ConfigError, match="3 black-clothes flags for 4"):
+        loss(gate_output(), None, {"black_clothes": torch.ones(3)})
+
+
+def test_criterion_calls_output_scoped_losses_once_with_the_batch():
+    assert EnsembleGateLoss.scope == OUTPUT_SCOPE
+    two_branches = ModelOutput(torch.zeros(4, 2), [branch(POINTS), branch(POINTS)], {BLACK_LOGITS: GATE_LOGITS})
+    criterion = ReIDCriterion([("tri", TripletLoss(margin=0.3)), ("gate", EnsembleGateLoss())])
+    terms = criterion(two_branches, POINT_IDS, {"black_clothes": torch.tensor([1, -1, 0, -1])})
+    assert terms["tri"].item() == pytest.approx(2 * (SQRT5 - 0.4) / 4, rel=1e-5)  # per-branch, summed
+    assert terms["gate"].item() == pytest.approx(-math.log(0.75), rel=1e-6)  # once, not per branch
+
+
+def test_gate_loss_weight_comes_from_config():
+    cfg = get_cfg()
+    cfg.MODEL.HAA.GATE_LOSS_SCALE = 0.25
+    cfg.MODEL.LOSSES.NAME = ("EnsembleGateLoss",)
+    assert build_criterion(cfg).losses[0].scale == 0.25

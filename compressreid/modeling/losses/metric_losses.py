@@ -33,6 +33,8 @@ class TripletLoss(nn.Module):
         return cls(t.MARGIN, t.NORM_FEAT, t.HARD_MINING, t.SCALE)
 
     def forward(self, branch: BranchOutput, targets: torch.Tensor) -> torch.Tensor:
+        if not branch.metric_loss:  # e.g. MGN's single stripes (see BranchOutput.metric_loss)
+            return branch.feature.new_zeros(())
         feats = F.normalize(branch.feature, dim=1) if self.norm_feat else branch.feature
         dist = euclidean_dist(feats, feats)
         is_pos, is_neg = _masks(targets)
@@ -73,6 +75,8 @@ class CircleLoss(_PairwiseLoss):
         return cls(c.MARGIN, c.GAMMA, c.SCALE)
 
     def forward(self, branch: BranchOutput, targets: torch.Tensor) -> torch.Tensor:
+        if not branch.metric_loss:  # e.g. MGN's single stripes (see BranchOutput.metric_loss)
+            return branch.feature.new_zeros(())
         sim, is_pos, is_neg = self._similarities(branch, targets)
         alpha_p = torch.clamp_min(-sim.detach() + 1 + self.margin, 0.0)
         alpha_n = torch.clamp_min(sim.detach() + self.margin, 0.0)
@@ -92,6 +96,8 @@ class Cosface(_PairwiseLoss):
         return cls(c.MARGIN, c.GAMMA, c.SCALE)
 
     def forward(self, branch: BranchOutput, targets: torch.Tensor) -> torch.Tensor:
+        if not branch.metric_loss:  # e.g. MGN's single stripes (see BranchOutput.metric_loss)
+            return branch.feature.new_zeros(())
         sim, is_pos, is_neg = self._similarities(branch, targets)
         logit_p = -self.gamma * sim - 1e9 * (1 - is_pos)
         logit_n = self.gamma * (sim + self.margin) - 1e9 * (1 - is_neg)

@@ -1,7 +1,12 @@
 """LOSSES registry and the weighted-sum criterion.
 
-Contract of a loss: ``cls.from_config(cfg) -> nn.Module`` whose ``forward(branch, targets)`` takes
-one ``BranchOutput`` and the identity labels and returns an already-weighted scalar.
+Contract of a loss: ``cls.from_config(cfg) -> nn.Module`` returning an already-weighted scalar, in one of two scopes
+(the class attribute ``scope``):
+
+- ``"branch"`` (the default when ``scope`` is absent): ``forward(branch, targets)`` takes one ``BranchOutput`` and
+  the identity labels; the criterion applies it to every branch and sums.
+- ``"output"``: ``forward(output, targets, batch)`` takes the whole ``ModelOutput`` and the loader's batch dict
+  (``None`` when the caller has none) and is called once, for supervision beyond identity labels (HAA's gate).
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ from compressreid.modeling.contract import ModelOutput
 from compressreid.registry import Registry
 
 LOSSES = Registry("loss")
+BRANCH_SCOPE, OUTPUT_SCOPE = "branch", "output"
 
 
 class ReIDCriterion(nn.Module):
-    """Sum of named losses over every branch of a ``ModelOutput``; returns each term for logging."""
+    """Named losses, branch-scoped ones summed over every branch of a ``ModelOutput``; returns each term for logging."""
 
     def __init__(self, losses: List[Tuple[str, nn.Module]]):
         super().__init__()
@@ -32,6 +38,9 @@ class ReIDCriterion(nn.Module):
         """``batch`` is the loader's batch dict, for losses that need more than identity labels."""
         terms = {}
         for name, loss in zip(self.names, self.losses):
+            if getattr(loss, "scope", BRANCH_SCOPE) == OUTPUT_SCOPE:
+                terms[name] = loss(output, targets, batch)
+                continue
             values = [loss(branch, targets) for branch in output.branches]
             terms[name] = torch.stack(values).sum() if len(values) > 1 else values[0]
         return terms
