@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import traceback
 from typing import Callable
@@ -44,11 +45,11 @@ def run_tool(main: Callable[[], None]) -> int:
         print(f"gate failed: {exc}", file=sys.stderr)
         return EXIT_GATE_FAILED
     except (ConfigError, DataError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {error_message(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyError as exc:  # registry lookups: unknown component names are bad configuration
         if "unknown " in str(exc):
-            print(f"error: {exc.args[0]}", file=sys.stderr)
+            print(f"error: {error_message(exc)}", file=sys.stderr)
             return EXIT_BAD_INPUT
         traceback.print_exc()
         return EXIT_INTERNAL
@@ -59,3 +60,22 @@ def run_tool(main: Callable[[], None]) -> int:
         traceback.print_exc()
         return EXIT_INTERNAL
     return EXIT_OK
+
+
+# "module.Class: message", the last line of a formatted traceback
+_TRACEBACK_LAST_LINE = re.compile(r"^[A-Za-z_][\w.]*: (.*)$")
+
+
+def error_message(exc: BaseException) -> str:
+    """The error's own message on one line.
+
+    An error raised inside a DataLoader worker reaches the main process re-created with torch's wrapper text
+    ("Caught DataError in DataLoader worker process 0. Original Traceback ..."); the original message is the
+    last line of that traceback, after its "module.Class: " prefix.
+    """
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1].strip()
+        match = _TRACEBACK_LAST_LINE.match(last)
+        text = match.group(1) if match else last
+    return text or type(exc).__name__

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, Iterator, List, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from yacs.config import CfgNode
@@ -12,7 +15,7 @@ from yacs.config import CfgNode
 from compressreid.data.datasets import build_dataset_from_config, merge_train_sets
 from compressreid.data.image_dataset import ImageDataset, collate
 from compressreid.data.records import DatasetSplits, ImageRecord
-from compressreid.data.samplers import IdentityBatchSampler, ShuffleBatchSampler
+from compressreid.data.samplers import IdentityBatchSampler, SeededBatches, ShuffleBatchSampler
 from compressreid.data.transforms import build_test_transform, build_train_transform
 from compressreid.errors import ConfigError, DataError
 
@@ -42,7 +45,11 @@ def load_train_data(cfg: CfgNode) -> TrainData:
 
 def build_train_loader(cfg: CfgNode, data: TrainData, start_batch: int = 0, rank: int = 0,
                        world_size: int = 1) -> DataLoader:
-    """Infinite loader of local batches; ``start_batch`` resumes the sampler stream."""
+    """Infinite loader of local batches; ``start_batch`` resumes the sampler stream.
+
+    Each image is augmented from its own seed (see ``SeededBatches``), so a batch's content depends only on
+    SEED and the batch number: not on NUM_WORKERS, the number of ranks, or where a run was restarted.
+    """
     name = cfg.DATALOADER.SAMPLER_TRAIN
     common = dict(batch_size=cfg.SOLVER.IMS_PER_BATCH, seed=cfg.SEED, rank=rank, world_size=world_size,
                   start_batch=start_batch)
@@ -53,20 +60,44 @@ def build_train_loader(cfg: CfgNode, data: TrainData, start_batch: int = 0, rank
     else:
         raise ConfigError(f"DATALOADER.SAMPLER_TRAIN '{name}' must be NaiveIdentitySampler or TrainingSampler")
     dataset = ImageDataset(data.records, build_train_transform(cfg), data.labels, cfg.DATASETS.ON_CORRUPT_IMAGE)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.DATALOADER.NUM_WORKERS, collate_fn=collate,
-                      worker_init_fn=_seed_worker, generator=torch.Generator().manual_seed(cfg.SEED),
-                      persistent_workers=cfg.DATALOADER.NUM_WORKERS > 0)
+    workers = cfg.DATALOADER.NUM_WORKERS
+    return DataLoader(SeededSamples(dataset), batch_sampler=SeededBatches(sampler), num_workers=workers,
+                      collate_fn=collate, generator=torch.Generator().manual_seed(cfg.SEED),
+                      persistent_workers=workers > 0)
 
 
-def _seed_worker(worker_id: int) -> None:
-    # torch seeds each worker from the loader's generator; numpy/random follow it for reproducible augmentation
-    import random
+class SeededSamples(torch.utils.data.Dataset):
+    """Reads ``dataset[index]`` with every random generator seeded from the item's own seed.
 
-    import numpy as np
+    Items are ``(index, seed)`` pairs. The global generators are restored afterwards: with NUM_WORKERS 0 this
+    runs in the training process, whose random stream must not depend on the data.
+    """
 
-    seed = torch.initial_seed() % 2**32
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: Tuple[int, int]) -> object:
+        index, seed = item
+        with _seeded_generators(seed):
+            return self.dataset[index]
+
+
+@contextlib.contextmanager
+def _seeded_generators(seed: int) -> Iterator[None]:
+    torch_state, numpy_state, python_state = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    # the CPU generator only: torch.manual_seed would also reseed CUDA, which augmentation never uses
+    torch.default_generator.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(torch_state)
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
 
 
 def load_test_sets(cfg: CfgNode, names: Sequence[str] = ()) -> List[DatasetSplits]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
@@ -18,6 +18,7 @@ class EpochBatchStream:
     """
 
     batch_size: int
+    seed: int
     rank: int
     world_size: int
     start_batch: int
@@ -29,20 +30,24 @@ class EpochBatchStream:
     def epoch_batches(self, epoch: int) -> List[List[int]]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def __iter__(self) -> Iterator[List[int]]:
+    def numbered_batches(self) -> Iterator[Tuple[int, int, List[int]]]:
+        """(global batch number, position of this rank's first image in the global batch, local indices)."""
         per_rank = self.batch_size // self.world_size
         lo = self.rank * per_rank
-        to_skip, epoch = self.start_batch, 0
+        number, epoch = 0, 0
         while True:
             batches = self.epoch_batches(epoch)
             if not batches:
                 raise DataError("the batch sampler produced no batch; check identities and batch size")
             for batch in batches:
-                if to_skip:
-                    to_skip -= 1
-                    continue
-                yield batch[lo : lo + per_rank]
+                if number >= self.start_batch:
+                    yield number, lo, batch[lo : lo + per_rank]
+                number += 1
             epoch += 1
+
+    def __iter__(self) -> Iterator[List[int]]:
+        for _, _, batch in self.numbered_batches():
+            yield batch
 
     def __len__(self) -> int:
         """Batches in epoch 0 (epochs can differ by a batch; the stream itself is infinite)."""
@@ -114,7 +119,6 @@ class IdentityBatchSampler(EpochBatchStream):
             batches.append([i for c in chosen for i in chunks[available[c]].pop()])
 
 
-
 class ShuffleBatchSampler(EpochBatchStream):
     """Plain shuffled batches (fast-reid's TrainingSampler), same stream/resume/DDP contract."""
 
@@ -128,3 +132,28 @@ class ShuffleBatchSampler(EpochBatchStream):
     def epoch_batches(self, epoch: int) -> List[List[int]]:
         order = np.random.default_rng([self.seed, epoch]).permutation(self.num_images).tolist()
         return [order[i : i + self.batch_size] for i in range(0, len(order) - self.batch_size + 1, self.batch_size)]
+
+
+def sample_seeds(seed: int, batch_number: int, count: int) -> List[int]:
+    """Augmentation seeds of the ``count`` positions of global batch ``batch_number``: a pure function."""
+    return np.random.SeedSequence([seed, 0x5EED, batch_number]).generate_state(count, dtype=np.uint32).tolist()
+
+
+class SeededBatches:
+    """Wraps a batch stream to yield ``(index, sample_seed)`` pairs instead of indices.
+
+    The seed of an image is a function of (stream seed, global batch number, position in the global batch), so
+    its augmentation is the same whatever the number of loader workers, ranks or restarts.
+    """
+
+    def __init__(self, stream: EpochBatchStream):
+        self.stream = stream
+
+    def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
+        for number, lo, batch in self.stream.numbered_batches():
+            seeds = sample_seeds(self.stream.seed, number, self.stream.batch_size)[lo : lo + len(batch)]
+            yield list(zip(batch, seeds))
+
+    def __len__(self) -> int:
+        return len(self.stream)
+

@@ -1,7 +1,8 @@
-"""Device selection and seeding."""
+"""Device selection, seeding and the autocast context of a training step."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import numpy as np
@@ -22,6 +23,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and every CUDA device)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, amp: bool = False, bf16_cpu: bool = False) -> contextlib.AbstractContextManager:
+    """fp16 autocast on CUDA when ``amp`` (SOLVER.AMP.ENABLED), bf16 on CPU when ``bf16_cpu`` (SOLVER.BF16_CPU).
+
+    Losses run inside it too: autocast keeps softmax, log and norm ops in float32 by its own op lists.
+    """
+    if device.type == "cuda" and amp:
+        return torch.autocast("cuda", dtype=torch.float16)
+    if device.type == "cpu" and bf16_cpu:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -1,19 +1,20 @@
-"""Training hooks: LR schedule, layer freezing, progress with ETA, tensorboard, periodic checkpoints."""
+"""Training hooks: LR schedule, layer freezing, progress with ETA, tensorboard, a JSON-lines log, throughput,
+fault injection and periodic checkpoints."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import random
 from typing import Callable, Dict, Sequence
 
-import numpy as np
-import torch
 from tqdm import tqdm
+from yacs.config import CfgNode
 
-from compressreid.checkpoint import save_checkpoint
+from compressreid.engine.io import atomic_write_text
 from compressreid.engine.loop import HookBase
 from compressreid.engine.optim import set_lr
+from compressreid.engine.resume import save_training_state
 
 logger = logging.getLogger(__name__)
 
@@ -85,29 +86,87 @@ class TensorboardHook(HookBase):
             for name, value in self.loop.last_losses.items():
                 self.writer.add_scalar(f"loss/{name}", value, self.loop.iter)
             self.writer.add_scalar("lr", self.loop.optimizer.param_groups[0]["lr"], self.loop.iter)
+        for name, value in self.loop.pending_scalars.items():  # e.g. evaluation metrics
+            self.writer.add_scalar(name, value, self.loop.iter)
+        self.loop.pending_scalars.clear()
 
     def after_train(self) -> None:
         self.writer.close()
 
 
-def rng_state() -> Dict[str, object]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1], "python": random.getstate()[1]}
+class TrainLogHook(HookBase):
+    """Appends one JSON line per iteration (iteration, lr, losses averaged over ranks) to ``path``.
+
+    A resumed run first drops the lines past its checkpoint, so the file reads as one uninterrupted run.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def before_train(self) -> None:
+        kept, start = [], self.loop.start_iter
+        if start and os.path.isfile(self.path):
+            with open(self.path, "r", encoding="utf-8") as handle:
+                kept = [line for line in handle if line.strip() and json.loads(line)["iteration"] <= start]
+        atomic_write_text(self.path, "".join(kept))
+
+    def after_step(self) -> None:
+        record = {"iteration": self.loop.iter, "lr": self.loop.optimizer.param_groups[0]["lr"], **self.loop.last_losses}
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+class ThroughputHook(HookBase):
+    """Training images per second over the step times (data loading included; hooks such as evaluation and
+    checkpointing excluded), skipping each process's first ``warmup`` iterations; accumulates across resumes."""
+
+    def __init__(self, images_per_iter: int, warmup: int = 5):
+        self.images_per_iter, self.warmup = images_per_iter, warmup
+        self.seconds, self.iters, self._seen = 0.0, 0, 0
+
+    def after_step(self) -> None:
+        self._seen += 1
+        # tiny runs still get a measurement: never skip more than half of this process's iterations
+        if self._seen > min(self.warmup, (self.loop.max_iter - self.loop.start_iter) // 2):
+            self.seconds += self.loop.last_step_seconds
+            self.iters += 1
+
+    def after_train(self) -> None:
+        if not self.iters or self.seconds <= 0:
+            return
+        rate = self.iters * self.images_per_iter / self.seconds
+        self.loop.summary.update({"train_images_per_second": round(rate, 2),
+                                  "train_seconds_per_iter": round(self.seconds / self.iters, 4)})
+        logger.info("training throughput: %.1f images/s (%.3f s/iteration over %d measured iterations)",
+                    rate, self.seconds / self.iters, self.iters)
+
+    def state_dict(self) -> Dict[str, object]:
+        return {"seconds": self.seconds, "iters": self.iters}
+
+    def load_state_dict(self, state: Dict[str, object]) -> None:
+        self.seconds, self.iters = float(state["seconds"]), int(state["iters"])
+
+
+class RaiseAtIterationHook(HookBase):
+    """Fault injection for tests of failure handling: raises after iteration ``iteration`` on rank ``rank``."""
+
+    def __init__(self, iteration: int, rank: int = 0):
+        self.iteration, self.rank = iteration, rank
+
+    def after_step(self) -> None:
+        if self.loop.iter == self.iteration and self.loop.dist.rank == self.rank:
+            raise RuntimeError(f"injected fault on rank {self.rank} at iteration {self.iteration}")
 
 
 class CheckpointHook(HookBase):
-    """Atomically saves model, optimizer, iteration, RNG and hook states every ``period`` iterations."""
+    """Every ``period`` iterations, atomically saves the full training state (see engine.resume) to ``path``."""
 
-    def __init__(self, directory: str, period: int, extra: Callable[[], Dict[str, object]] = dict):
-        self.directory, self.period, self.extra = directory, period, extra
+    def __init__(self, path: str, period: int, cfg: CfgNode):
+        self.path, self.period, self.cfg = path, period, cfg
 
-    def save(self, name: str) -> str:
-        loop = self.loop
-        hook_states = {type(h).__name__: h.state_dict() for h in loop.hooks if h.state_dict()}
-        path = os.path.join(self.directory, name)
-        save_checkpoint(path, loop.task.model, optimizer=loop.optimizer.state_dict(), iteration=loop.iter,
-                        hooks=hook_states, **self.extra())
-        return path
+    def save(self) -> str:
+        return save_training_state(self.path, self.loop, self.cfg)
 
     def after_step(self) -> None:
         if self.period and self.loop.iter % self.period == 0 and self.loop.iter < self.loop.max_iter:
-            self.save("last_checkpoint.pth")
+            self.save()

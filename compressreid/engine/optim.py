@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import List
+from typing import Callable, List, Optional
 
 import torch
 from torch import nn
@@ -66,3 +67,15 @@ def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> List[float]:
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] * factor
     return [group["lr"] for group in optimizer.param_groups]
+
+
+def build_grad_clip(cfg: CfgNode) -> Optional[Callable[[List[nn.Parameter]], object]]:
+    """SOLVER.CLIP_GRADIENTS as a callable on the parameters (None when disabled)."""
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if not clip.ENABLED:
+        return None
+    if clip.CLIP_TYPE == "norm":
+        return functools.partial(nn.utils.clip_grad_norm_, max_norm=clip.CLIP_VALUE, norm_type=clip.NORM_TYPE)
+    if clip.CLIP_TYPE == "value":
+        return functools.partial(nn.utils.clip_grad_value_, clip_value=clip.CLIP_VALUE)
+    raise ConfigError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE '{clip.CLIP_TYPE}' must be 'norm' or 'value'")

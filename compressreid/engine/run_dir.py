@@ -26,6 +26,7 @@ class RunDirectory:
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
         self.started = time.time()
+        self.recorded: Dict[str, object] = {}
 
     def file(self, *parts: str) -> str:
         return os.path.join(self.path, *parts)
@@ -39,10 +40,15 @@ class RunDirectory:
         atomic_write_json(self.file(STATUS_FILE), {"status": "running", "tool": tool, "started": self.started})
         return self
 
+    def record(self, metrics: Dict[str, object]) -> None:
+        """Keep run-level facts (e.g. training throughput) to be written into metrics.json by ``finish``."""
+        self.recorded.update(metrics)
+
     def finish(self, metrics: Dict[str, object], decisions: Sequence = ()) -> str:
-        """Write metrics.json with every gate decision; status 'accepted' or 'rejected'."""
+        """Write metrics.json (``metrics``, then what was recorded) with every gate decision; status
+        'accepted' or 'rejected'."""
         accepted = all(d.passed for d in decisions)
-        payload = dict(metrics)
+        payload = {**metrics, **{k: v for k, v in self.recorded.items() if k not in metrics}}
         payload["gates"] = [d.to_dict() for d in decisions]
         payload["accepted"] = accepted
         atomic_write_json(self.file(METRICS_FILE), payload)
