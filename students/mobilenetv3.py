@@ -15,6 +15,7 @@ from torchvision.models import mobilenet_v3_large, mobilenet_v3_small
 from yacs.config import CfgNode
 
 from compressreid.checkpoint import LoadReport
+from compressreid.modeling.backbones.pretrained import resolve_pretrain_path
 from compressreid.errors import ConfigError
 from compressreid.modeling.backbones.registry import BACKBONES
 from compressreid.modeling.contract import FeatureInfo
@@ -80,23 +81,24 @@ def load_pretrained(backbone: MobileNetV3Backbone, path: str) -> LoadReport:
     return load_backbone_weights(backbone, path, mobilenetv3_key_map)
 
 
-def _build(cfg: CfgNode, builder: Callable[..., nn.Module]) -> MobileNetV3Backbone:
+def _build(cfg: CfgNode, builder: Callable[..., nn.Module], pretrained: bool = False) -> MobileNetV3Backbone:
     bb = cfg.MODEL.BACKBONE
     if bb.WITH_IBN or bb.WITH_NL:
         raise ConfigError("MODEL.BACKBONE.WITH_IBN / WITH_NL are not supported by MobileNetV3 backbones")
     backbone = MobileNetV3Backbone(builder, bb.WIDTH, bb.LAST_STRIDE)
-    if bb.PRETRAIN_PATH:
-        load_pretrained(backbone, bb.PRETRAIN_PATH)
+    path = resolve_pretrain_path(cfg) if pretrained else ""
+    if path:
+        load_pretrained(backbone, path)
     return backbone
 
 
 @BACKBONES.register("mobilenetv3_small")
-def build_mobilenetv3_small_backbone(cfg: CfgNode) -> MobileNetV3Backbone:
+def build_mobilenetv3_small_backbone(cfg: CfgNode, pretrained: bool = False) -> MobileNetV3Backbone:
     """MobileNetV3-Small trunk (576 channels at width 1.0)."""
-    return _build(cfg, mobilenet_v3_small)
+    return _build(cfg, mobilenet_v3_small, pretrained)
 
 
 @BACKBONES.register("mobilenetv3_large")
-def build_mobilenetv3_large_backbone(cfg: CfgNode) -> MobileNetV3Backbone:
+def build_mobilenetv3_large_backbone(cfg: CfgNode, pretrained: bool = False) -> MobileNetV3Backbone:
     """MobileNetV3-Large trunk (960 channels at width 1.0)."""
-    return _build(cfg, mobilenet_v3_large)
+    return _build(cfg, mobilenet_v3_large, pretrained)

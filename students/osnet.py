@@ -14,6 +14,7 @@ from torch import nn
 from yacs.config import CfgNode
 
 from compressreid.checkpoint import LoadReport
+from compressreid.modeling.backbones.pretrained import resolve_pretrain_path
 from compressreid.errors import ConfigError
 from compressreid.modeling.backbones.registry import BACKBONES
 from compressreid.modeling.contract import FeatureInfo
@@ -114,7 +115,7 @@ def osnet_key_map(key: str) -> Optional[str]:
     return key
 
 
-def _build(cfg: CfgNode, variant) -> OSNetBackbone:
+def _build(cfg: CfgNode, variant, pretrained: bool = False) -> OSNetBackbone:
     bb = cfg.MODEL.BACKBONE
     if bb.LAST_STRIDE != 1:
         raise ConfigError(f"OSNet's last stage has no stride; MODEL.BACKBONE.LAST_STRIDE must be 1, "
@@ -122,8 +123,9 @@ def _build(cfg: CfgNode, variant) -> OSNetBackbone:
     if bb.WITH_NL:
         raise ConfigError("MODEL.BACKBONE.WITH_NL is not supported by OSNet backbones")
     backbone = OSNetBackbone(bb.WIDTH, variant, bb.NORM)
-    if bb.PRETRAIN_PATH:
-        load_pretrained(backbone, bb.PRETRAIN_PATH)
+    path = resolve_pretrain_path(cfg) if pretrained else ""
+    if path:
+        load_pretrained(backbone, path)
     return backbone
 
 
@@ -133,14 +135,14 @@ def load_pretrained(backbone: OSNetBackbone, path: str) -> LoadReport:
 
 
 @BACKBONES.register("osnet")
-def build_osnet_backbone(cfg: CfgNode) -> OSNetBackbone:
+def build_osnet_backbone(cfg: CfgNode, pretrained: bool = False) -> OSNetBackbone:
     """OSNet at MODEL.BACKBONE.WIDTH; MODEL.BACKBONE.WITH_IBN gives OSNet-IBN."""
-    return _build(cfg, IBN if cfg.MODEL.BACKBONE.WITH_IBN else PLAIN)
+    return _build(cfg, IBN if cfg.MODEL.BACKBONE.WITH_IBN else PLAIN, pretrained)
 
 
 @BACKBONES.register("osnet_ain")
-def build_osnet_ain_backbone(cfg: CfgNode) -> OSNetBackbone:
+def build_osnet_ain_backbone(cfg: CfgNode, pretrained: bool = False) -> OSNetBackbone:
     """OSNet-AIN at MODEL.BACKBONE.WIDTH (its instance norms are fixed by the architecture search)."""
     if cfg.MODEL.BACKBONE.WITH_IBN:
         raise ConfigError("osnet_ain places its own instance norms; MODEL.BACKBONE.WITH_IBN must be False")
-    return _build(cfg, AIN)
+    return _build(cfg, AIN, pretrained)

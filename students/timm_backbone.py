@@ -54,6 +54,6 @@ class TimmBackbone(nn.Module):
 
 
 @BACKBONES.register("timm")
-def build_timm_backbone(cfg: CfgNode) -> TimmBackbone:
+def build_timm_backbone(cfg: CfgNode, pretrained: bool = False) -> TimmBackbone:
     # same PRETRAIN / PRETRAIN_PATH rules as the ResNet builder (read only when PRETRAIN is True, never downloaded)
-    return TimmBackbone(cfg.MODEL.BACKBONE.TIMM_NAME, resolve_pretrain_path(cfg))
+    return TimmBackbone(cfg.MODEL.BACKBONE.TIMM_NAME, resolve_pretrain_path(cfg) if pretrained else "")

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
+from compressreid.modeling.backbones.pretrained import load_pretrained_resnet, resolve_pretrain_path
 from compressreid.modeling.backbones.resnet import ResNetBackbone
 from compressreid.modeling.contract import BranchOutput, FeatureInfo, ModelOutput, PixelNormalizer, ReIDModel
 from compressreid.modeling.heads.embedding_head import EmbeddingHead
@@ -49,9 +50,13 @@ def _vector_head(cfg: CfgNode, dim: int, num_classes: int) -> EmbeddingHead:
     return EmbeddingHead(dim, num_classes, 0, True, "Identity", h.NECK_FEAT, h.CLS_LAYER, h.SCALE, h.MARGIN, h.NORM)
 
 
-def _build_trunk(cfg: CfgNode) -> ResNetBackbone:
+def _build_trunk(cfg: CfgNode, pretrained: bool) -> ResNetBackbone:
     bb = cfg.MODEL.BACKBONE
-    return ResNetBackbone(bb.DEPTH, bb.LAST_STRIDE, bb.NORM, bb.WITH_IBN, bb.WITH_NL, bb.WIDTH)
+    trunk = ResNetBackbone(bb.DEPTH, bb.LAST_STRIDE, bb.NORM, bb.WITH_IBN, bb.WITH_NL, bb.WIDTH)
+    pretrain_path = resolve_pretrain_path(cfg) if pretrained else ""
+    if pretrain_path:  # both trunks start from ImageNet, as the paper's two ResNet-50s do
+        load_pretrained_resnet(trunk, pretrain_path)
+    return trunk
 
 
 @META_ARCHITECTURES.register()
@@ -80,9 +85,9 @@ class HAA(ReIDModel):
         )
 
     @classmethod
-    def from_config(cls, cfg: CfgNode, num_classes: int) -> "HAA":
+    def from_config(cls, cfg: CfgNode, num_classes: int, pretrained: bool = False) -> "HAA":
         a = cfg.MODEL.HAA
-        backbone, hs_backbone = _build_trunk(cfg), _build_trunk(cfg)
+        backbone, hs_backbone = _build_trunk(cfg, pretrained), _build_trunk(cfg, pretrained)
         channels = hs_backbone.out_channels
         heads = EmbeddingHead.from_config(cfg, backbone.out_channels, num_classes)
         h = cfg.MODEL.HEADS

@@ -14,6 +14,7 @@ from torch import nn
 from yacs.config import CfgNode
 
 from compressreid.errors import ConfigError
+from compressreid.modeling.backbones.pretrained import load_pretrained_resnet, resolve_pretrain_path
 from compressreid.modeling.backbones.resnet import ResNetBackbone
 from compressreid.modeling.contract import BranchOutput, FeatureInfo, ModelOutput, PixelNormalizer, ReIDModel
 from compressreid.modeling.heads import build_head
@@ -80,13 +81,17 @@ class MGN(ReIDModel):
         self.feature_info = self._taps(resnet)
 
     @classmethod
-    def from_config(cls, cfg: CfgNode, num_classes: int) -> "MGN":
-        """Reads MODEL.BACKBONE.{DEPTH,LAST_STRIDE,NORM,WITH_IBN,WIDTH}, MODEL.HEADS.* and MODEL.PIXEL_*."""
+    def from_config(cls, cfg: CfgNode, num_classes: int, pretrained: bool = False) -> "MGN":
+        """Reads MODEL.BACKBONE.{DEPTH,LAST_STRIDE,NORM,WITH_IBN,WIDTH}, MODEL.HEADS.* and MODEL.PIXEL_*;
+        ``pretrained`` loads the ImageNet ResNet before it is split, so every branch starts from it."""
         bb = cfg.MODEL.BACKBONE
         if bb.NAME != "build_resnet_backbone":
             raise ConfigError(f"MGN is built on ResNet stages; MODEL.BACKBONE.NAME must be "
                               f"'build_resnet_backbone', got '{bb.NAME}'")
         resnet = ResNetBackbone(bb.DEPTH, bb.LAST_STRIDE, bb.NORM, bb.WITH_IBN, with_nl=False, width=bb.WIDTH)
+        pretrain_path = resolve_pretrain_path(cfg) if pretrained else ""
+        if pretrain_path:
+            load_pretrained_resnet(resnet, pretrain_path)
         heads = [build_head(cfg, resnet.out_channels, num_classes) for _ in HEAD_ORDER]
         return cls(resnet, heads, cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD)
 

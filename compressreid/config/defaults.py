@@ -38,7 +38,8 @@ _C.MODEL.BACKBONE.WITH_IBN = False
 # Non-local blocks (2 in stage 2, 3 in stage 3, as fast-reid places them).
 _C.MODEL.BACKBONE.WITH_NL = False
 # fast-reid downloads ImageNet weights when PRETRAIN is True; compressreid never downloads, it only
-# reads PRETRAIN_PATH, so PRETRAIN=True with an empty path is a configuration error.
+# reads PRETRAIN_PATH, so training with PRETRAIN=True and an empty or missing path is a configuration
+# error. Building a model to load a finished checkpoint never reads the file.
 _C.MODEL.BACKBONE.PRETRAIN = False
 # Local file with torchvision, timm or IBN-Net backbone weights.
 _C.MODEL.BACKBONE.PRETRAIN_PATH = ""

@@ -55,7 +55,7 @@ def train_supervised(cfg: CfgNode, run: RunDirectory, dist: DistContext = DistCo
     torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
     with dist.main_first():  # a dataset rendered or checked on first use is written by one rank only
         data = load_train_data(cfg)
-    model = build_model(cfg, num_classes=data.num_classes)
+    model = build_model(cfg, num_classes=data.num_classes, pretrained=True)
     model = prepare_norms(model, (cfg.MODEL.BACKBONE.NORM, cfg.MODEL.HEADS.NORM), dist, device).to(device)
     optimizer = build_optimizer(cfg, model)
     per_epoch, max_iter = iterations(cfg, data)

@@ -136,28 +136,28 @@ def test_pretrained_file_loads_every_tensor(name, ibn, tmp_path):
     state["classifier.weight"] = torch.zeros(10, 128)
     path = tmp_path / "imagenet.pth"
     torch.save(state, path)
-    model = build_model(backbone_cfg(name, WIDTH=0.25, WITH_IBN=ibn, PRETRAIN_PATH=str(path)))
+    model = build_model(backbone_cfg(name, WIDTH=0.25, WITH_IBN=ibn, PRETRAIN=True, PRETRAIN_PATH=str(path)), pretrained=True)
     for key, value in source.state_dict().items():
         assert torch.equal(model.backbone.state_dict()[key], value), key
 
 
 def test_pretrained_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="PRETRAIN_PATH"):
-        build_model(backbone_cfg("osnet", WIDTH=0.25, PRETRAIN_PATH=str(tmp_path / "nope.pth")))
+        build_model(backbone_cfg("osnet", WIDTH=0.25, PRETRAIN=True, PRETRAIN_PATH=str(tmp_path / "nope.pth")), pretrained=True)
 
 
 def test_pretrained_file_of_another_width_is_refused(tmp_path):
     path = tmp_path / "x0_5.pth"
     torch.save(OSNetBackbone(0.5).state_dict(), path)
     with pytest.raises(CheckpointError, match="shape mismatch"):
-        build_model(backbone_cfg("osnet", WIDTH=0.25, PRETRAIN_PATH=str(path)))
+        build_model(backbone_cfg("osnet", WIDTH=0.25, PRETRAIN=True, PRETRAIN_PATH=str(path)), pretrained=True)
 
 
 def test_pretrained_file_of_another_family_is_refused(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"layer1.0.conv1.weight": torch.zeros(1)}, path)
     with pytest.raises(CheckpointError, match="no key matched"):
-        build_model(backbone_cfg("osnet", WIDTH=0.25, PRETRAIN_PATH=str(path)))
+        build_model(backbone_cfg("osnet", WIDTH=0.25, PRETRAIN=True, PRETRAIN_PATH=str(path)), pretrained=True)
 
 
 def test_mobilenetv3_loads_torchvision_format_and_drops_classifier(tmp_path):
@@ -168,7 +168,7 @@ def test_mobilenetv3_loads_torchvision_format_and_drops_classifier(tmp_path):
     path = tmp_path / "mnv3.pth"
     torch.save(reference.state_dict(), path)
     # LAST_STRIDE 2 keeps torchvision's geometry; dilation has no parameters, so 1 loads the same file
-    model = build_model(backbone_cfg("mobilenetv3_small", WIDTH=0.5, LAST_STRIDE=1, PRETRAIN_PATH=str(path)))
+    model = build_model(backbone_cfg("mobilenetv3_small", WIDTH=0.5, LAST_STRIDE=1, PRETRAIN=True, PRETRAIN_PATH=str(path)), pretrained=True)
     for key, value in reference.features.state_dict().items():
         assert torch.equal(model.backbone.features.state_dict()[key], value), key
 

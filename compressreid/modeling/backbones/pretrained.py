@@ -30,8 +30,9 @@ _IMAGENET_CLASSIFIER_PREFIX = "fc."
 def resolve_pretrain_path(cfg: CfgNode) -> str:
     """The local ImageNet weight file to load, or "" when the backbone should start from random weights.
 
-    fast-reid semantics: PRETRAIN_PATH is read only when PRETRAIN is True. A model built to receive a full
-    checkpoint (MODEL.WEIGHTS set) skips it, as every backbone weight is overwritten anyway.
+    fast-reid semantics: PRETRAIN_PATH is read only when PRETRAIN is True. Only training calls this (through
+    ``build_model(..., pretrained=True)``), so loading a finished model never needs the ImageNet file that a
+    fast-reid config dump names.
 
     Raises:
         ConfigError: PRETRAIN is True with an empty or missing PRETRAIN_PATH (compressreid never downloads).
@@ -40,9 +41,6 @@ def resolve_pretrain_path(cfg: CfgNode) -> str:
     if not bb.PRETRAIN:
         if bb.PRETRAIN_PATH:
             logger.info("MODEL.BACKBONE.PRETRAIN_PATH %s is ignored: MODEL.BACKBONE.PRETRAIN is False", bb.PRETRAIN_PATH)
-        return ""
-    if cfg.MODEL.WEIGHTS:
-        logger.info("skipping backbone pretraining: MODEL.WEIGHTS %s replaces every weight", cfg.MODEL.WEIGHTS)
         return ""
     if not bb.PRETRAIN_PATH:
         raise ConfigError("MODEL.BACKBONE.PRETRAIN is True but MODEL.BACKBONE.PRETRAIN_PATH is empty; compressreid "

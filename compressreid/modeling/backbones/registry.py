@@ -1,4 +1,6 @@
-"""BACKBONES registry. Contract: ``builder(cfg) -> nn.Module`` with ``out_channels`` and ``feature_info``.
+"""BACKBONES registry. Contract: ``builder(cfg, pretrained=False) -> nn.Module`` with ``out_channels`` and
+``feature_info``; with ``pretrained`` the builder initialises from MODEL.BACKBONE.PRETRAIN_PATH (see
+``pretrained.resolve_pretrain_path``). Only training asks for it, so inference never needs that file.
 
 ``feature_info`` lists the taps (module path relative to the backbone, channels, stride) that
 distillation, pruning and quantization read instead of probing.
@@ -14,5 +16,5 @@ from compressreid.registry import Registry
 BACKBONES = Registry("backbone")
 
 
-def build_backbone(cfg: CfgNode) -> nn.Module:
-    return BACKBONES.get(cfg.MODEL.BACKBONE.NAME)(cfg)
+def build_backbone(cfg: CfgNode, pretrained: bool = False) -> nn.Module:
+    return BACKBONES.get(cfg.MODEL.BACKBONE.NAME)(cfg, pretrained=pretrained)

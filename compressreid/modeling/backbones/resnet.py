@@ -122,12 +122,12 @@ class ResNetBackbone(nn.Module):
 
 
 @BACKBONES.register("build_resnet_backbone")
-def build_resnet_backbone(cfg: CfgNode) -> ResNetBackbone:
-    """fast-reid's builder name; reads MODEL.BACKBONE.{DEPTH,LAST_STRIDE,NORM,WITH_IBN,WITH_NL,WIDTH} and
-    initialises from PRETRAIN_PATH when PRETRAIN is True (see ``pretrained.resolve_pretrain_path``)."""
+def build_resnet_backbone(cfg: CfgNode, pretrained: bool = False) -> ResNetBackbone:
+    """fast-reid's builder name; reads MODEL.BACKBONE.{DEPTH,LAST_STRIDE,NORM,WITH_IBN,WITH_NL,WIDTH} and, when
+    ``pretrained``, initialises from PRETRAIN_PATH if PRETRAIN is True (see ``pretrained.resolve_pretrain_path``)."""
     bb = cfg.MODEL.BACKBONE
     backbone = ResNetBackbone(bb.DEPTH, bb.LAST_STRIDE, bb.NORM, bb.WITH_IBN, bb.WITH_NL, bb.WIDTH)
-    pretrain_path = resolve_pretrain_path(cfg)
+    pretrain_path = resolve_pretrain_path(cfg) if pretrained else ""
     if pretrain_path:
         load_pretrained_resnet(backbone, pretrain_path)
     return backbone

@@ -25,8 +25,8 @@ class Baseline(ReIDModel):
         self.feature_info = [FeatureInfo(f"backbone.{f.module}", f.channels, f.stride) for f in backbone.feature_info]
 
     @classmethod
-    def from_config(cls, cfg: CfgNode, num_classes: int) -> "Baseline":
-        backbone = build_backbone(cfg)
+    def from_config(cls, cfg: CfgNode, num_classes: int, pretrained: bool = False) -> "Baseline":
+        backbone = build_backbone(cfg, pretrained)
         heads = build_head(cfg, backbone.out_channels, num_classes)
         return cls(backbone, heads, cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD)
 
