@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, List, Optional
+from typing import Callable, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -12,12 +12,20 @@ from yacs.config import CfgNode
 
 from compressreid.errors import ConfigError
 
+NamedParameters = Iterable[Tuple[str, nn.Parameter]]
 
-def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
-    """Parameter groups with fast-reid's LR factors and weight decays for biases, norms and heads."""
+
+def build_optimizer(cfg: CfgNode, params: Union[nn.Module, NamedParameters]) -> torch.optim.Optimizer:
+    """Parameter groups with fast-reid's LR factors and weight decays for biases, norms and heads.
+
+    Args:
+        params: a module, or ``(name, parameter)`` pairs, e.g. a distillation task's student parameters plus
+            its adapters (``DistillationTask.named_trainable_parameters``), which then follow the same rules.
+    """
     s = cfg.SOLVER
+    named = params.named_parameters() if isinstance(params, nn.Module) else params
     groups = []
-    for name, param in model.named_parameters():
+    for name, param in named:
         if not param.requires_grad:
             continue
         lr, decay = s.BASE_LR, s.WEIGHT_DECAY
@@ -28,6 +36,8 @@ def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
         elif param.ndim == 1:  # norm weights
             decay = s.WEIGHT_DECAY_NORM
         groups.append({"params": [param], "lr": lr, "initial_lr": lr, "weight_decay": decay})
+    if not groups:
+        raise ConfigError("nothing to optimise: every parameter is frozen (requires_grad False)")
     if s.OPT == "SGD":
         return torch.optim.SGD(groups, momentum=s.MOMENTUM, nesterov=s.NESTEROV)
     if s.OPT in ("Adam", "AdamW"):

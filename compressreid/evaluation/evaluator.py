@@ -44,6 +44,17 @@ class EvaluationResult:
     notes: List[str] = field(default_factory=list)
 
 
+@dataclass
+class EmbeddedSplits:
+    """Query and gallery features of one test set, with the records actually embedded (unreadable ones skipped)."""
+
+    dataset: str
+    q_feats: torch.Tensor
+    q_records: List[ImageRecord]
+    g_feats: torch.Tensor
+    g_records: List[ImageRecord]
+
+
 def _labels(records: Sequence[ImageRecord]):
     return [r.pid for r in records], np.array([r.camid for r in records])
 
@@ -69,9 +80,9 @@ class ReIDEvaluator:
         aqe_params = (t.AQE.QE_TIME, t.AQE.QE_K, t.AQE.ALPHA) if t.AQE.ENABLED else None
         return cls(t.METRIC, t.MAX_RANK, t.TOPK, t.ROC.ENABLED, t.FLIP.ENABLED, rerank, aqe_params)
 
-    def evaluate_model(self, model: nn.Module, test_set: DatasetSplits, cfg: CfgNode, device: torch.device,
-                       progress: bool = True) -> EvaluationResult:
-        """Embed ``test_set``'s query and gallery with ``model`` and evaluate them."""
+    def embed(self, model: nn.Module, test_set: DatasetSplits, cfg: CfgNode, device: torch.device,
+              progress: bool = True) -> EmbeddedSplits:
+        """Embed ``test_set``'s query and gallery with ``model``; ``cfg`` gives the loader (INPUT.SIZE_TEST)."""
         embedded = {}
         for split in ("query", "gallery"):
             records = getattr(test_set, split)
@@ -80,7 +91,17 @@ class ReIDEvaluator:
             if skipped:
                 logger.warning("%s %s: skipped %d unreadable image(s)", test_set.name, split, skipped)
             embedded[split] = (feats, [records[i] for i in kept])
-        return self.evaluate_features(*embedded["query"], *embedded["gallery"], dataset=test_set.name)
+        return EmbeddedSplits(test_set.name, *embedded["query"], *embedded["gallery"])
+
+    def evaluate_model(self, model: nn.Module, test_set: DatasetSplits, cfg: CfgNode, device: torch.device,
+                       progress: bool = True) -> EvaluationResult:
+        """Embed ``test_set``'s query and gallery with ``model`` and evaluate them."""
+        return self.evaluate_embedded(self.embed(model, test_set, cfg, device, progress))
+
+    def evaluate_embedded(self, embedded: EmbeddedSplits) -> EvaluationResult:
+        """Evaluate features ``embed`` returned (or two models' features combined, see evaluation.cross_model)."""
+        return self.evaluate_features(embedded.q_feats, embedded.q_records, embedded.g_feats, embedded.g_records,
+                                      dataset=embedded.dataset)
 
     def evaluate_features(self, q_feats: torch.Tensor, q_records: Sequence[ImageRecord], g_feats: torch.Tensor,
                           g_records: Sequence[ImageRecord], dataset: str = "") -> EvaluationResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import runpy
+import re
 import signal
 import subprocess
 import sys
@@ -120,9 +121,9 @@ def test_resume_with_a_changed_config_is_refused(reference, monkeypatch, capsys)
     folder = reference / "reference"
     before = {name: (folder / name).read_text() for name in ("config.yaml", "status.json")}
     args = ["--resume", "--config-file", CONFIG, *overrides(reference / "datasets", folder, 0)]
-    code = run_in_process(monkeypatch, *args, "SOLVER.BASE_LR", "0.1")
+    code = run_in_process(monkeypatch, *args, "SOLVER.BASE_LR", "0.123")
     assert code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "SOLVER.BASE_LR: 0.00035 -> 0.1" in errors[0]
+    assert len(errors) == 1 and re.search(r"SOLVER.BASE_LR: [0-9.e-]+ -> 0.123", errors[0])
     # refused before the run folder is touched: its config and status stay the original run's
     assert {name: (folder / name).read_text() for name in before} == before
