@@ -13,7 +13,7 @@ import sys
 import traceback
 from typing import Callable
 
-from compressreid.errors import CheckpointError, ConfigError, DataError, GateFailed
+from compressreid.errors import CheckpointError, ConfigError, DataError, ExportError, GateFailed
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -35,6 +35,9 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    # the ONNX exporter's optimiser reports every rewrite pass at INFO
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def run_tool(main: Callable[[], None]) -> int:
@@ -44,7 +47,7 @@ def run_tool(main: Callable[[], None]) -> int:
     except GateFailed as exc:
         print(f"gate failed: {exc}", file=sys.stderr)
         return EXIT_GATE_FAILED
-    except (ConfigError, DataError, CheckpointError) as exc:
+    except (ConfigError, DataError, CheckpointError, ExportError) as exc:
         print(f"error: {error_message(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyError as exc:  # registry lookups: unknown component names are bad configuration

@@ -27,3 +27,8 @@ class GateFailed(CompressReIDError):
     def __init__(self, message: str, decisions=None):
         super().__init__(message)
         self.decisions = list(decisions or [])
+
+
+class ExportError(CompressReIDError, ValueError):
+    """A model or ONNX graph cannot be exported, quantized or run as asked: an unsupported operator, an input
+    that does not match, a model card that disagrees with its graph (bad input: exit code 2)."""

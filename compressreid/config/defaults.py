@@ -348,6 +348,75 @@ _C.DISTILL.LOSSES.FEATURE.TEACHER_STAGES = []
 _C.DISTILL.LOSSES.FEATURE.SCALE = 1.0
 
 
+_C.PRUNE = CN()
+# The student to prune: a run folder holding config.yaml and model_final.pth (a distilled or trained student).
+# Empty = this config's own model and MODEL.WEIGHTS.
+_C.PRUNE.SOURCE = ""
+# Channel importance: "l1" / "l2" (filter weight magnitude), "bn_scale" (|gamma| of the following BN, as in
+# network slimming) or "taylor" (first-order Taylor, |w * dL/dw|, from a few training batches).
+_C.PRUNE.IMPORTANCE = "l2"
+# Rank channels across all layers at once (True) or prune every layer by the same ratio (False).
+_C.PRUNE.GLOBAL = False
+# What RATIO removes: "macs" or "params".
+_C.PRUNE.TARGET = "macs"
+# Fraction of the source model's MACs (or parameters) to remove, 0 < RATIO < 1.
+_C.PRUNE.RATIO = 0.5
+# Keep every pruned width a multiple of this (8 or 16 suit SIMD and INT8 kernels); 1 = no rounding.
+_C.PRUNE.ROUND_TO = 8
+# Number of pruning steps; each removes part of the target and is followed by FINETUNE_ITERS of fine-tuning.
+_C.PRUNE.STEPS = 2
+# Distillation fine-tuning iterations after each step (the distillation engine, SOLVER.* for the optimizer).
+_C.PRUNE.FINETUNE_ITERS = 200
+# Fine-tuning teacher: "unpruned" (the source student before pruning) or "teacher" (the source run's own
+# distillation teachers, DISTILL.TEACHERS of its config).
+_C.PRUNE.TEACHER = "unpruned"
+
+_C.QUANT = CN()
+# The FP32 model to quantize: a run folder holding config.yaml and model_final.pth (a distilled, trained or
+# pruned student). Empty = this config's own model and MODEL.WEIGHTS.
+_C.QUANT.SOURCE = ""
+# "ptq" (post-training static quantization in ONNX Runtime) or "qat" (quantization-aware fine-tuning with
+# distillation from the FP32 model, then the same INT8 export).
+_C.QUANT.METHOD = "ptq"
+# ONNX opset of the exported graphs (>= 17).
+_C.QUANT.OPSET = 17
+# Quantize convolution and linear weights per output channel (symmetric INT8); False = per tensor.
+_C.QUANT.PER_CHANNEL = True
+_C.QUANT.CALIBRATION = CN()
+# Training-split images used to calibrate activation ranges (never query or gallery images).
+_C.QUANT.CALIBRATION.NUM_IMAGES = 256
+# Activation range estimator: "minmax", "percentile" or "entropy" (ONNX Runtime's calibrators).
+_C.QUANT.CALIBRATION.METHOD = "minmax"
+# Percentile kept by the "percentile" method.
+_C.QUANT.CALIBRATION.PERCENTILE = 99.999
+# Images per calibration batch.
+_C.QUANT.CALIBRATION.BATCH_SIZE = 32
+_C.QUANT.FALLBACK = CN()
+# When a gate fails, keep the most sensitive layers in FP32 (one more at a time) until the gates pass.
+_C.QUANT.FALLBACK.ENABLED = True
+# At most this many layers stay FP32; the gate failure stands beyond it.
+_C.QUANT.FALLBACK.MAX_FP32_LAYERS = 6
+_C.QUANT.QAT = CN()
+# Fine-tuning iterations with fake quantization (SOLVER.* gives the optimizer; BASE_LR is usually small).
+_C.QUANT.QAT.ITERS = 300
+# Learning rate of the QAT fine-tuning (SOLVER.BASE_LR is the training recipe's, too large here).
+_C.QUANT.QAT.BASE_LR = 0.001
+# From this iteration on, BN statistics stop updating (they are folded into the convolutions for INT8).
+_C.QUANT.QAT.FREEZE_BN_ITER = 100
+# From this iteration on, activation ranges stop updating, so the last iterations train with the final scales.
+_C.QUANT.QAT.FREEZE_OBSERVER_ITER = 200
+_C.QUANT.BENCHMARK = CN()
+# Timed runs per latency measurement (after warm-up) and the ONNX Runtime intra-op thread count (0 = default).
+_C.QUANT.BENCHMARK.ITERS = 20
+_C.QUANT.BENCHMARK.THREADS = 0
+
+_C.PIPELINE = CN()
+# Stages, run in order: "teacher" (train, or load when its config names MODEL.WEIGHTS), "distill", "prune",
+# "quantize". Each stage reads the artifact of the stage before it.
+_C.PIPELINE.STAGES = ("teacher", "distill", "prune", "quantize")
+# One config file per entry of STAGES (the stage's own tool config, with its TEST.GATES).
+_C.PIPELINE.CONFIGS = ()
+
 def get_cfg() -> CN:
     """Return a fresh, mutable copy of the defaults."""
     return _C.clone()

@@ -1,0 +1,86 @@
+"""The input of a later stage (prune, quantize): a finished run folder's config and model, rebuilt and loaded.
+
+A pruned run's checkpoint carries its pruning history; the model is rebuilt from the registry, the history
+replayed on it, and the weights loaded strictly: a pruned model is never unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from torch import nn
+from yacs.config import CfgNode
+
+from compressreid.checkpoint import load_checkpoint, load_state_dict_checked, read_checkpoint
+from compressreid.config import load_config
+from compressreid.engine.resume import FINAL_MODEL
+from compressreid.errors import CheckpointError, ConfigError
+from compressreid.modeling import build_model
+
+RUN_CONFIG = "config.yaml"
+# Key of a pruned checkpoint holding the replayable pruning history (written by compressreid.prune).
+PRUNING_HISTORY = "pruning_history"
+
+
+@dataclass(frozen=True)
+class SourceRun:
+    """Where a stage's input model comes from.
+
+    Attributes:
+        config: the model's own merged config (its run folder's config.yaml, or the stage config itself).
+        weights: its checkpoint.
+        folder: the run folder, or "" when the model came from the stage config's MODEL.WEIGHTS.
+    """
+
+    config: CfgNode
+    weights: str
+    folder: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.folder or self.weights
+
+
+def resolve_source(entry: str, cfg: CfgNode, key: str) -> SourceRun:
+    """``entry`` (a run folder, e.g. PRUNE.SOURCE) or, when empty, ``cfg`` itself with its MODEL.WEIGHTS.
+
+    Raises:
+        ConfigError: the folder has no config.yaml, or no checkpoint is named.
+        CheckpointError: the checkpoint file is missing.
+    """
+    if entry:
+        config_path = os.path.join(entry, RUN_CONFIG)
+        if not os.path.isdir(entry) or not os.path.isfile(config_path):
+            raise ConfigError(f"{key}: '{entry}' is not a run folder (expected {RUN_CONFIG} and {FINAL_MODEL} in it)")
+        source = SourceRun(load_config(config_path), os.path.join(entry, FINAL_MODEL), entry)
+    else:
+        if not cfg.MODEL.WEIGHTS:
+            raise ConfigError(f"{key} is empty and MODEL.WEIGHTS is empty: name the run folder of the model to use")
+        source = SourceRun(cfg, cfg.MODEL.WEIGHTS)
+    if not os.path.isfile(source.weights):
+        raise CheckpointError(f"{key}: checkpoint not found: {source.weights}")
+    return source
+
+
+def load_source_model(source: SourceRun, num_classes: Optional[int] = None) -> nn.Module:
+    """Build the source's model (replaying its pruning history if it has one) and load its weights.
+
+    Args:
+        num_classes: keep a classifier of this size (fine-tuning); None = the config's (usually none).
+    """
+    checkpoint = read_checkpoint(source.weights)
+    model = build_model(source.config, num_classes)
+    history = checkpoint.get(PRUNING_HISTORY)
+    if history is None:
+        load_checkpoint(model, source.weights)
+        return model
+    from compressreid.prune.history import apply_pruning_history  # only pruned sources need Torch-Pruning
+
+    apply_pruning_history(model, history)
+    report = load_state_dict_checked(model, checkpoint["model"], source.weights)
+    if report.missing or report.unexpected:
+        raise CheckpointError(f"{source.weights}: the pruned weights do not fit the model rebuilt from its history: "
+                              f"missing {report.missing[:3]}, unexpected {report.unexpected[:3]}")
+    return model

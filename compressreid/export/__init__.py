@@ -1,0 +1,1 @@
+"""ONNX export of any compressreid model, ONNX Runtime execution, parity checks, latency and the model card."""

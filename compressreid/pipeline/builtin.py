@@ -1,0 +1,138 @@
+"""The built-in stages: teacher (train or load), distill, prune, quantize, each a call into the library.
+
+Heavy modules are imported inside the bodies: the prune and quant packages are optional until used, and the
+evaluation package imports the pipeline's gate, so importing it here at module level would be circular.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from typing import Dict, List, Sequence
+
+from yacs.config import CfgNode
+
+from compressreid.pipeline.stages import FINAL_MODEL, Stage, StageInputs, StageOutput, register_stage
+
+logger = logging.getLogger(__name__)
+
+INT8_MODEL = "student_int8.onnx"
+MODEL_CARD = "model_card.json"
+
+
+def teacher_loads(cfg: CfgNode) -> bool:
+    """A teacher stage whose MODEL.WEIGHTS names an existing file is loaded and evaluated, not trained."""
+    return bool(cfg.MODEL.WEIGHTS) and os.path.isfile(cfg.MODEL.WEIGHTS)
+
+
+def _copy_atomically(src: str, dst: str) -> None:
+    directory = os.path.dirname(os.path.abspath(dst))
+    handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(dst), dir=directory)
+    os.close(handle)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def run_teacher(cfg: CfgNode, stage_dir: str, inputs: StageInputs) -> StageOutput:
+    """Train the teacher (as tools/train_teacher.py) or, when MODEL.WEIGHTS exists, load and evaluate it."""
+    from compressreid.engine.launch import training_run
+    from compressreid.engine.run_dir import RunDirectory
+    from compressreid.engine.supervised import train_supervised
+    from compressreid.evaluation.run import evaluate_run
+
+    label = cfg.MODEL.META_ARCHITECTURE
+    if teacher_loads(cfg):
+        logger.info("teacher: loading %s (MODEL.WEIGHTS exists), evaluating only", cfg.MODEL.WEIGHTS)
+        run = RunDirectory(stage_dir).start(cfg, "teacher")
+        with run.guard():
+            # the folder is a complete run (distill reads <folder>/model_final.pth): the checkpoint is copied
+            # byte for byte, so any format load_checkpoint understands stays loadable the same way
+            _copy_atomically(cfg.MODEL.WEIGHTS, run.file(FINAL_MODEL))
+            metrics = evaluate_run(cfg, run, label=label, progress=inputs.progress)
+        return StageOutput(run.path, metrics)
+    if cfg.MODEL.WEIGHTS:
+        logger.warning("teacher: MODEL.WEIGHTS %s does not exist: TRAINING the teacher instead", cfg.MODEL.WEIGHTS)
+    with training_run(cfg, "train_teacher") as job:
+        model = train_supervised(cfg, job.run, job.dist, job.device, progress=inputs.progress)
+        metrics = evaluate_run(cfg, job.run, model=model, label=label, progress=inputs.progress)
+    return StageOutput(job.run.path, metrics)
+
+
+def teacher_reads(cfg: CfgNode) -> List[str]:
+    return [cfg.MODEL.WEIGHTS] if cfg.MODEL.WEIGHTS else []
+
+
+def run_distill(cfg: CfgNode, stage_dir: str, inputs: StageInputs) -> StageOutput:
+    """Distil the configured teachers into the student and evaluate both (as tools/distill.py)."""
+    from compressreid.distill.train import check_distill_inputs, evaluate_distillation, train_distill
+    from compressreid.engine.launch import training_run
+
+    check_distill_inputs(cfg)
+    with training_run(cfg, "distill") as job:
+        outcome = train_distill(cfg, job.run, job.dist, job.device, progress=inputs.progress)
+        metrics = evaluate_distillation(cfg, job.run, outcome, progress=inputs.progress)
+    return StageOutput(job.run.path, metrics)
+
+
+def distill_link(previous: str) -> Dict[str, object]:
+    # the previous stage's run folder is the teacher: its config.yaml and model_final.pth
+    return {"DISTILL.TEACHERS.CONFIGS": (previous,), "DISTILL.TEACHERS.WEIGHTS": ()} if previous else {}
+
+
+def distill_reads(cfg: CfgNode) -> List[str]:
+    from compressreid.distill.sources import resolve_teacher_sources
+
+    return [source.weights for source in resolve_teacher_sources(cfg)]
+
+
+def run_prune(cfg: CfgNode, stage_dir: str, inputs: StageInputs) -> StageOutput:
+    """Prune PRUNE.SOURCE with distillation fine-tuning (compressreid.prune.run)."""
+    from compressreid.engine.launch import training_run
+    from compressreid.prune.run import run_prune as prune  # written alongside; imported only when used
+
+    with training_run(cfg, "prune") as job:
+        metrics = prune(cfg, job.run, job.dist, job.device, inputs.progress)
+    return StageOutput(job.run.path, metrics)
+
+
+def _source_model(folder: str, cfg: CfgNode) -> List[str]:
+    return [os.path.join(folder, FINAL_MODEL)] if folder else teacher_reads(cfg)
+
+
+def run_quantize(cfg: CfgNode, stage_dir: str, inputs: StageInputs) -> StageOutput:
+    """INT8-quantize QUANT.SOURCE (compressreid.quant.run): writes student_int8.onnx and model_card.json."""
+    from compressreid.engine.run_dir import RunDirectory
+    from compressreid.quant.run import run_quantize as quantize  # written alongside; imported only when used
+
+    run = RunDirectory(stage_dir).start(cfg, "quantize")
+    with run.guard():
+        metrics = quantize(cfg, run, inputs.progress)
+    return StageOutput(run.path, metrics)
+
+
+def _reads(key: str):
+    def reads(cfg: CfgNode) -> Sequence[str]:
+        return _source_model(cfg[key].SOURCE, cfg)
+
+    return reads
+
+
+def _link(key: str):
+    def link(previous: str) -> Dict[str, object]:
+        return {f"{key}.SOURCE": previous} if previous else {}
+
+    return link
+
+
+register_stage(Stage("teacher", run_teacher, reads=teacher_reads))
+register_stage(Stage("distill", run_distill, link=distill_link, reads=distill_reads))
+register_stage(Stage("prune", run_prune, link=_link("PRUNE"), reads=_reads("PRUNE")))
+register_stage(Stage("quantize", run_quantize, link=_link("QUANT"), reads=_reads("QUANT"),
+                     artifacts=(INT8_MODEL, MODEL_CARD),
+                     fp32_model=lambda cfg, folder: cfg.QUANT.SOURCE, onnx=INT8_MODEL))

@@ -1,0 +1,245 @@
+"""The pipeline: validate every stage before any runs, then a plain loop that runs or reuses each stage in order,
+recording it in OUTPUT_DIR/manifest.json, and a report at the end (also when a gate stops the chain).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, replace
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from yacs.config import CfgNode
+
+from compressreid.config import dump_config, load_config
+from compressreid.config.loading import merge_dict, overrides_to_dict
+from compressreid.errors import ConfigError, GateFailed
+from compressreid.pipeline import builtin  # noqa: F401 - registers the built-in stages
+from compressreid.pipeline.gate import GateRule
+from compressreid.pipeline.manifest import (MANIFEST_FILE, StageRecord, config_hash, files_checksum, metrics_summary,
+                                            output_files, previous_records, read_manifest, reuse_blocker,
+                                            write_manifest)
+from compressreid.pipeline.measure import measure_stage
+from compressreid.pipeline.stages import STAGES, Stage, StageInputs
+from compressreid.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+# Command-line keys that configure the pipeline itself; every other KEY VALUE applies to every stage's config.
+_PIPELINE_KEYS = ("PIPELINE.", "OUTPUT_DIR")
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    """A stage ready to run: its derived config (file + shared overrides + link + OUTPUT_DIR) and folder."""
+
+    index: int
+    name: str
+    config_file: str
+    folder: str
+    cfg: CfgNode
+    stage: Stage
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    cfg: CfgNode
+    output_dir: str
+    stages: Tuple[PlannedStage, ...]
+
+    @property
+    def manifest_path(self) -> str:
+        return os.path.join(self.output_dir, MANIFEST_FILE)
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    status: str
+    manifest: str
+    report: str
+    final_artifact: Optional[str]
+
+
+def split_overrides(opts: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """``KEY VALUE`` pairs for the pipeline config (PIPELINE.*, OUTPUT_DIR) and for every stage config (the rest)."""
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ConfigError(f"overrides must be KEY VALUE pairs, got an odd number of items: {opts}")
+    own, shared = [], []
+    for key, value in zip(opts[0::2], opts[1::2]):
+        (own if key.startswith(_PIPELINE_KEYS) else shared).extend([key, value])
+    return own, shared
+
+
+def _derive(name: str, config_file: str, shared: Sequence[str], link: Dict[str, object], folder: str) -> CfgNode:
+    cfg = load_config(config_file, shared, freeze=False)
+    pairs = [item for key, value in link.items() for item in (key, value)]
+    merge_dict(cfg, overrides_to_dict([*pairs, "OUTPUT_DIR", folder]), f"the pipeline's links of stage '{name}'")
+    cfg.freeze()
+    return cfg
+
+
+def plan_pipeline(cfg: CfgNode, shared: Sequence[str] = (), registry: Registry = STAGES) -> PipelinePlan:
+    """Check everything cheap before any stage starts and derive each stage's config.
+
+    Raises:
+        ConfigError: no stages, CONFIGS not one per stage, an unknown or repeated stage name, a missing or invalid
+            stage config, a malformed gate rule.
+    """
+    names, files = list(cfg.PIPELINE.STAGES), list(cfg.PIPELINE.CONFIGS)
+    if not names:
+        raise ConfigError("PIPELINE.STAGES is empty; name the stages to run, e.g. (\"teacher\", \"distill\")")
+    if len(files) != len(names):
+        raise ConfigError(f"PIPELINE.CONFIGS has {len(files)} entries for {len(names)} PIPELINE.STAGES; "
+                          "give one stage config file per stage")
+    for name in names:
+        if name not in registry:
+            raise ConfigError(f"unknown pipeline stage '{name}'; valid names: {', '.join(registry.names())}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"pipeline stage(s) {', '.join(repeated)} appear twice; each stage has one folder")
+    for name, path in zip(names, files):
+        if not os.path.isfile(path):
+            raise ConfigError(f"stage '{name}': config file not found: {path} (relative paths are read from "
+                              f"{os.getcwd()})")
+    planned, previous = [], ""
+    for index, (name, path) in enumerate(zip(names, files)):
+        stage, folder = registry.get(name), os.path.join(cfg.OUTPUT_DIR, name)
+        try:
+            derived = _derive(name, path, shared, stage.link(previous), folder)
+            for rule in derived.TEST.GATES:
+                GateRule.parse(rule)
+        except ConfigError as exc:
+            raise ConfigError(f"stage '{name}' ({path}): {exc}") from None
+        planned.append(PlannedStage(index, name, path, folder, derived, stage))
+        previous = folder
+    return PipelinePlan(cfg, cfg.OUTPUT_DIR, tuple(planned))
+
+
+def run_pipeline(plan: PipelinePlan, progress: bool = False, measure: bool = True,
+                 latency: bool = True) -> PipelineResult:
+    """Run or reuse every stage in order; stop at the first failed gate or error (later stages not run).
+
+    A stage is reused when its last run was accepted and its config hash, input checksum and outputs are
+    unchanged; once a stage runs, every stage after it runs too.
+
+    Raises:
+        GateFailed: a stage's gate failed (manifest and report written, the stage marked rejected).
+    """
+    from compressreid.pipeline.report import write_report
+
+    earlier = previous_records(read_manifest(plan.manifest_path))
+    os.makedirs(plan.output_dir, exist_ok=True)
+    dump_config(plan.cfg, os.path.join(plan.output_dir, "config.yaml"))
+    records = [StageRecord(p.index, p.name, p.config_file, p.folder) for p in plan.stages]
+    manifest = {"output_dir": plan.output_dir, "status": "running", "started": time.time(), "stages": records,
+                "final_artifact": None}
+
+    def save() -> None:
+        write_manifest(plan.manifest_path, _payload(manifest))
+
+    save()
+    ran: List[str] = []
+    try:
+        for planned in plan.stages:
+            _resume_or_run(planned, earlier, plan, records, ran, progress, measure, latency)
+            save()
+    except BaseException as exc:
+        manifest["status"] = "rejected" if isinstance(exc, GateFailed) else "failed"
+        manifest["error"] = f"{type(exc).__name__}: {exc}"
+        save()
+        if isinstance(exc, GateFailed):
+            _report_despite_failure(write_report, plan, manifest)
+        raise
+    last = plan.stages[-1]
+    manifest["status"] = "accepted"
+    manifest["final_artifact"] = os.path.join(last.folder, last.stage.artifacts[0]) if last.stage.artifacts else None
+    manifest["report"] = write_report(plan.output_dir, _payload(manifest))
+    save()
+    reused = [r.name for r in records if r.reused]
+    logger.info("pipeline accepted: reused %s; ran %s", ", ".join(reused) or "none", ", ".join(ran) or "none")
+    return PipelineResult("accepted", plan.manifest_path, manifest["report"]["markdown"], manifest["final_artifact"])
+
+
+def _payload(manifest: Dict[str, object]) -> Dict[str, object]:
+    payload = {k: v for k, v in manifest.items() if k != "stages"}
+    payload["updated"] = time.time()
+    payload["stages"] = [r.to_dict() for r in manifest["stages"]]  # type: ignore[union-attr]
+    return payload
+
+
+def _report_despite_failure(write_report, plan: PipelinePlan, manifest: Dict[str, object]) -> None:
+    # the gate failure is what the user must see: a broken report is logged, it never replaces exit code 3
+    try:
+        manifest["report"] = write_report(plan.output_dir, _payload(manifest))
+        write_manifest(plan.manifest_path, _payload(manifest))
+        logger.info("report (showing the failure): %s", manifest["report"]["markdown"])
+    except Exception:  # noqa: BLE001
+        logger.exception("could not write the report after the gate failure")
+
+
+def _resume_or_run(planned: PlannedStage, earlier: Dict[Tuple[int, str], StageRecord], plan: PipelinePlan,
+                   records: List[StageRecord], ran: List[str], progress: bool, measure: bool, latency: bool) -> None:
+    """Reuse the stage's earlier record or run it; ``records[planned.index]`` holds the outcome either way."""
+    record = StageRecord(planned.index, planned.name, planned.config_file, planned.folder,
+                         config_hash=config_hash(planned.cfg))
+    record.inputs, record.input_checksum = files_checksum(list(planned.stage.reads(planned.cfg)))
+    old = earlier.get((planned.index, planned.name))
+    blocker = (f"an earlier stage ({ran[0]}) ran again" if ran else
+               reuse_blocker(old, record.config_hash, record.input_checksum, planned.folder, planned.stage.artifacts))
+    tag = f"stage {planned.index + 1}/{len(plan.stages)} '{planned.name}'"
+    if not blocker and old is not None:
+        logger.info("%s: SKIPPED, its accepted run is up to date (same config hash %s, input checksum %s, outputs)",
+                    tag, record.config_hash[:12], record.input_checksum[:12])
+        records[planned.index] = replace(old, config=planned.config_file, folder=planned.folder, reused=True,
+                                         reason="unchanged since its accepted run")
+        return
+    logger.info("%s: RUNNING because %s (folder %s)", tag, blocker, planned.folder)
+    ran.append(planned.name)
+    record.reason = blocker
+    records[planned.index] = record  # in place before the body runs, so a failure is recorded on this stage
+    previous = plan.stages[planned.index - 1].folder if planned.index else ""
+    inputs = StageInputs(previous, {p.name: p.folder for p in plan.stages[:planned.index]}, progress)
+    _run_stage(planned, record, inputs, measure, latency)
+
+
+def _run_stage(planned: PlannedStage, record: StageRecord, inputs: StageInputs, measure: bool,
+               latency: bool) -> None:
+    """Run the body and fill ``record`` whatever happens (the exception, if any, goes on to the runner)."""
+    start = time.time()
+    try:
+        output = planned.stage.run(planned.cfg, planned.folder, inputs)
+        metrics = _read_metrics(planned.folder) or output.metrics
+        if metrics.get("accepted") is False:  # a body that marked itself rejected without raising still stops here
+            raise GateFailed(f"{planned.name}: metrics.json says accepted: false", metrics.get("gates", []))
+        record.status = "accepted"
+    except GateFailed as exc:
+        record.status, record.error = "rejected", str(exc)
+        raise
+    except BaseException as exc:
+        record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        record.wall_seconds = round(time.time() - start, 2)
+        _fill_results(planned, record, measure, latency)
+        logger.info("stage '%s' %s in %.1f s", planned.name, record.status.upper(), record.wall_seconds)
+
+
+def _fill_results(planned: PlannedStage, record: StageRecord, measure: bool, latency: bool) -> None:
+    if record.status == "failed":  # any metrics.json there is an older run's
+        return
+    metrics = _read_metrics(planned.folder)
+    record.metrics, record.gates = metrics_summary(metrics), list(metrics.get("gates", []))
+    record.outputs, record.output_checksum = output_files(planned.folder, planned.stage.artifacts)
+    if measure:
+        record.measurements = measure_stage(planned.stage, planned.cfg, planned.folder, latency)
+
+
+def _read_metrics(folder: str) -> Dict[str, object]:
+    path = os.path.join(folder, "metrics.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, "r", encoding="utf-8") as handle:
+        return json.load(handle)

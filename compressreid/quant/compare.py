@@ -1,0 +1,94 @@
+"""Judge a quantized model against the FP32 model it came from, on the same query/gallery images.
+
+The test images are decoded once and kept in memory, because sensitivity analysis and fallback evaluate many
+variants of the same model. Metrics come from the same evaluator every stage uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from yacs.config import CfgNode
+
+from compressreid.data.build import build_test_loader
+from compressreid.data.records import DatasetSplits, ImageRecord
+from compressreid.evaluation.distance import compute_distance
+from compressreid.evaluation.evaluator import EmbeddedSplits, EvaluationResult, ReIDEvaluator
+
+# Neighbours compared by the top-k overlap metric.
+OVERLAP_K = 10
+
+
+@dataclass
+class TestImages:
+    """One test set's query and gallery images, decoded and resized once."""
+
+    name: str
+    q_images: torch.Tensor
+    q_records: List[ImageRecord]
+    g_images: torch.Tensor
+    g_records: List[ImageRecord]
+
+
+def load_test_images(cfg: CfgNode, test_set: DatasetSplits) -> TestImages:
+    """Decode ``test_set``'s query and gallery at INPUT.SIZE_TEST (unreadable images follow ON_CORRUPT_IMAGE)."""
+    loaded = {}
+    for split in ("query", "gallery"):
+        records = getattr(test_set, split)
+        images, kept = [], []
+        for batch in build_test_loader(cfg, records):
+            images.append(batch["images"])
+            kept.extend(records[int(i)] for i in batch["indices"])
+        loaded[split] = (torch.cat(images) if images else torch.empty(0), kept)
+    return TestImages(test_set.name, *loaded["query"], *loaded["gallery"])
+
+
+@torch.inference_mode()
+def embed_images(model: nn.Module, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(images[i:i + batch_size]).float() for i in range(0, len(images), batch_size)])
+
+
+@dataclass
+class Embedded:
+    """A model's features of one test set and their evaluation."""
+
+    q_feats: torch.Tensor
+    g_feats: torch.Tensor
+    result: EvaluationResult
+
+
+def evaluate_cached(evaluator: ReIDEvaluator, model: nn.Module, images: TestImages,
+                    batch_size: int = 128) -> Embedded:
+    q = embed_images(model, images.q_images, batch_size)
+    g = embed_images(model, images.g_images, batch_size)
+    result = evaluator.evaluate_embedded(EmbeddedSplits(images.name, q, images.q_records, g, images.g_records))
+    return Embedded(q, g, result)
+
+
+def topk_overlap(reference: torch.Tensor, candidate: torch.Tensor, k: int = OVERLAP_K) -> float:
+    """Mean share (in %) of each query's k nearest gallery entries that two distance matrices agree on."""
+    k = min(k, reference.shape[1])
+    ref = reference.topk(k, dim=1, largest=False).indices
+    cand = candidate.topk(k, dim=1, largest=False).indices
+    shared = (ref.unsqueeze(2) == cand.unsqueeze(1)).any(dim=2).float().sum(dim=1)
+    return float(100.0 * shared.mean().item() / k)
+
+
+def quantization_parity(fp32: Embedded, int8: Embedded, metric: str = "cosine") -> Dict[str, float]:
+    """INT8-vs-FP32 agreement: embedding cosine (mean, min over every query and gallery image) and the top-10
+    neighbour overlap of the queries."""
+    a = torch.cat([fp32.q_feats, fp32.g_feats])
+    b = torch.cat([int8.q_feats, int8.g_feats])
+    cosine = F.cosine_similarity(a, b, dim=1)
+    overlap = topk_overlap(torch.as_tensor(compute_distance(fp32.q_feats, fp32.g_feats, metric)),
+                           torch.as_tensor(compute_distance(int8.q_feats, int8.g_feats, metric)))
+    return {"cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()), "top10_overlap": overlap}
+
+
+def summary(result: EvaluationResult, keys: Sequence[str] = ("mAP", "rank1", "rank5", "mINP")) -> Dict[str, float]:
+    return {k: float(result.metrics[k]) for k in keys if k in result.metrics}

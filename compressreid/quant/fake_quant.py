@@ -1,0 +1,187 @@
+"""Fake-quantized convolutions for QAT, and their INT8 export form, built on core torch ops only.
+
+Why not torch.ao.quantization: it is deprecated in torch 2.14 (quantized dtypes are slated for removal), and the
+default ONNX exporter does not turn its fake-quant modules into QDQ. Here training uses the core aten ops
+``fake_quantize_per_tensor_affine`` / ``fake_quantize_per_channel_affine`` (straight-through gradients), and the
+export form stores INT8 weights and INT32 biases and dequantizes them with a ``torch.library`` op; both are
+translated to ONNX QuantizeLinear / DequantizeLinear by ``qdq_translations``. The exported graph is therefore the
+fake-quant model itself: same tensors quantized, same scales, same rounding.
+
+Every convolution is wrapped with its following BatchNorm folded in: weights are quantized *after* folding
+(as ONNX Runtime runs them), with the running statistics; until BN is frozen they keep updating from the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import onnx
+import torch
+from onnxscript import opset18 as op
+from torch import nn
+from torch.nn import functional as F
+
+QMIN, QMAX = -128, 127
+
+
+class ActivationQuantizer(nn.Module):
+    """Per-tensor asymmetric INT8 fake quantization; the range comes from a min/max observer (EMA in training)."""
+
+    def __init__(self, momentum: float = 0.01):
+        super().__init__()
+        self.momentum = momentum
+        self.observing = True  # False once observers are frozen
+        self.calibrating = False  # observe in eval mode too (range initialisation on calibration batches)
+        self.frozen_for_export = False  # set by freeze_for_export: same arithmetic through an exportable op
+        self.register_buffer("min_val", torch.tensor(0.0))
+        self.register_buffer("max_val", torch.tensor(0.0))
+        self.register_buffer("initialized", torch.tensor(False))
+        self.register_buffer("scale", torch.tensor(1.0))
+        self.register_buffer("zero_point", torch.tensor(0, dtype=torch.int32))
+
+    @torch.no_grad()
+    def observe(self, x: torch.Tensor) -> None:
+        low, high = x.min().float(), x.max().float()
+        if self.calibrating or not bool(self.initialized):
+            low = torch.minimum(low, self.min_val) if bool(self.initialized) else low
+            high = torch.maximum(high, self.max_val) if bool(self.initialized) else high
+        else:
+            low = self.min_val + self.momentum * (low - self.min_val)
+            high = self.max_val + self.momentum * (high - self.max_val)
+        self.min_val.copy_(low)
+        self.max_val.copy_(high)
+        self.initialized.fill_(True)
+        low, high = torch.clamp(low, max=0.0), torch.clamp(high, min=0.0)  # zero must be exactly representable
+        scale = torch.clamp((high - low) / (QMAX - QMIN), min=1e-8)
+        self.scale.copy_(scale)
+        self.zero_point.copy_(torch.clamp(torch.round(QMIN - low / scale), QMIN, QMAX).to(torch.int32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.frozen_for_export:
+            return quantize_dequantize(x, self.scale, self.zero_point)
+        if self.observing and (self.training or self.calibrating):
+            self.observe(x)
+        return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, QMIN, QMAX)
+
+
+def weight_scale(weight: torch.Tensor) -> torch.Tensor:
+    """Symmetric per-output-channel scale: max |w| over each filter / 127."""
+    return torch.clamp(weight.detach().abs().flatten(1).amax(dim=1) / QMAX, min=1e-8)
+
+
+def _round_ste(x: torch.Tensor) -> torch.Tensor:
+    return x + (torch.round(x) - x).detach()
+
+
+class QATConv2d(nn.Module):
+    """A Conv2d (and the BatchNorm2d that follows it, folded in) with fake-quantized input, weight, bias, output."""
+
+    def __init__(self, conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d] = None):
+        super().__init__()
+        self.conv, self.bn = conv, bn
+        self.bn_frozen = bn is None
+        self.input_quant = ActivationQuantizer()
+        self.output_quant = ActivationQuantizer()
+
+    def folded(self):
+        """(weight, bias) with the BN folded in, from its running statistics."""
+        w = self.conv.weight
+        b = self.conv.bias if self.conv.bias is not None else torch.zeros(w.shape[0], device=w.device, dtype=w.dtype)
+        if self.bn is None:
+            return w, b
+        inv_std = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+        return w * inv_std.reshape(-1, 1, 1, 1), self.bn.bias + (b - self.bn.running_mean) * inv_std
+
+    @torch.no_grad()
+    def _update_bn(self, x: torch.Tensor) -> None:
+        y = self._conv(x, self.conv.weight, self.conv.bias)
+        mean, var = y.mean(dim=(0, 2, 3)), y.var(dim=(0, 2, 3), unbiased=True)
+        m = self.bn.momentum if self.bn.momentum is not None else 0.1
+        self.bn.running_mean.mul_(1 - m).add_(m * mean)
+        self.bn.running_var.mul_(1 - m).add_(m * var)
+        self.bn.num_batches_tracked.add_(1)
+
+    def _conv(self, x, weight, bias):
+        c = self.conv
+        return F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_quant(x)
+        if self.training and not self.bn_frozen:
+            self._update_bn(x)
+        weight, bias = self.folded()
+        w_scale = weight_scale(weight)
+        weight = torch.fake_quantize_per_channel_affine(weight, w_scale, torch.zeros_like(w_scale, dtype=torch.int32),
+                                                        0, QMIN, QMAX)
+        b_scale = self.input_quant.scale * w_scale  # INT32 bias, as QLinearConv takes it
+        bias = _round_ste(bias / b_scale) * b_scale
+        return self.output_quant(self._conv(x, weight, bias))
+
+
+# ---- export form -------------------------------------------------------------------------------------------
+# torch.export cannot trace aten's tensor-qparams fake quantization, so the frozen model calls these two ops; their
+# eager code is the fake-quant arithmetic itself, and qdq_translations() maps them onto ONNX Q/DQ.
+
+@torch.library.custom_op("compressreid::quantize_dequantize", mutates_args=())
+def quantize_dequantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
+    """Per-tensor INT8 quantize then dequantize (identical to the training-time fake quantization)."""
+    return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, QMIN, QMAX)
+
+
+@quantize_dequantize.register_fake
+def _(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("compressreid::dequantize_per_channel", mutates_args=())
+def dequantize_per_channel(values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """INT8 weights or INT32 biases times their per-output-channel scale (axis 0, zero point 0)."""
+    shape = [-1] + [1] * (values.dim() - 1)
+    return values.to(torch.float32) * scale.reshape(shape)
+
+
+@dequantize_per_channel.register_fake
+def _(values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return torch.empty(values.shape, dtype=torch.float32, device=values.device)
+
+
+class ExportConv2d(nn.Module):
+    """A trained QATConv2d frozen to integers: what ships, and (run in PyTorch) exactly what the QAT model computes."""
+
+    def __init__(self, qat: QATConv2d):
+        super().__init__()
+        with torch.no_grad():
+            weight, bias = qat.folded()
+            w_scale = weight_scale(weight)
+            b_scale = qat.input_quant.scale * w_scale
+            self.register_buffer("weight_int8", torch.clamp(torch.round(weight / w_scale.reshape(-1, 1, 1, 1)),
+                                                            QMIN, QMAX).to(torch.int8))
+            self.register_buffer("weight_scale", w_scale.clone())
+            self.register_buffer("bias_int32", torch.round(bias / b_scale).to(torch.int32))
+            self.register_buffer("bias_scale", b_scale.clone())
+        self.stride, self.padding, self.dilation, self.groups = (qat.conv.stride, qat.conv.padding,
+                                                                 qat.conv.dilation, qat.conv.groups)
+        self.input_quant, self.output_quant = qat.input_quant, qat.output_quant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_quant(x)
+        weight = dequantize_per_channel(self.weight_int8, self.weight_scale)
+        bias = dequantize_per_channel(self.bias_int32, self.bias_scale)
+        return self.output_quant(F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups))
+
+
+def _quantize_dequantize(x, scale, zero_point):
+    zp = op.Cast(zero_point, to=onnx.TensorProto.INT8)
+    return op.DequantizeLinear(op.QuantizeLinear(x, scale, zp), scale, zp)
+
+
+def _dequantize_per_channel(values, scale):
+    return op.DequantizeLinear(values, scale, axis=0)
+
+
+def qdq_translations() -> Dict[object, object]:
+    """aten / compressreid ops -> ONNX QuantizeLinear / DequantizeLinear, for ``export_onnx``."""
+    return {
+        torch.ops.compressreid.quantize_dequantize.default: _quantize_dequantize,
+        torch.ops.compressreid.dequantize_per_channel.default: _dequantize_per_channel,
+    }

@@ -1,0 +1,82 @@
+"""Per-layer quantization sensitivity and the accuracy-aware fallback that keeps sensitive layers in FP32."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from tqdm import tqdm
+
+from compressreid.quant.ptq import quantize_ptq, weighted_layers
+
+logger = logging.getLogger(__name__)
+
+# Quantize a pre-processed graph: (output path, nodes kept FP32, nodes to quantize alone) -> path.
+Quantizer = Callable[[str, Sequence[str], Sequence[str]], str]
+# Judge a quantized graph: path -> (metrics incl. mAP and cosine_mean, whether every gate passed).
+Judge = Callable[[str], Tuple[Dict[str, float], bool]]
+
+
+@dataclass
+class LayerSensitivity:
+    """What quantizing one layer alone costs, against the FP32 model."""
+
+    layer: str
+    mAP_drop: float
+    cosine_mean: float
+
+    def to_dict(self) -> Dict[str, float]:
+        return asdict(self)
+
+
+def ptq_quantizer(prepared_path: str, batches, method: str, per_channel: bool, percentile: float) -> Quantizer:
+    def quantize(out_path: str, exclude: Sequence[str] = (), only: Sequence[str] = ()) -> str:
+        return quantize_ptq(prepared_path, out_path, batches, method, per_channel, percentile, exclude, only)
+    return quantize
+
+
+def layer_sensitivity(prepared_path: str, quantize: Quantizer, judge: Judge, fp32_map: float, workdir: str,
+                      progress: bool = True) -> List[LayerSensitivity]:
+    """Quantize each weighted layer alone and measure mAP drop and embedding cosine; most sensitive first."""
+    results = []
+    path = os.path.join(workdir, "sensitivity.onnx")
+    for layer in tqdm(weighted_layers(prepared_path), desc="layer sensitivity", unit="layer", disable=not progress,
+                      dynamic_ncols=True, leave=False):
+        metrics, _ = judge(quantize(path, (), (layer,)))
+        results.append(LayerSensitivity(layer, fp32_map - metrics["mAP"], metrics["cosine_mean"]))
+    if os.path.exists(path):
+        os.remove(path)
+    # mAP is coarse on small test sets (many layers tie at 0); the embedding cosine breaks the ties
+    return sorted(results, key=lambda s: (-round(s.mAP_drop, 3), s.cosine_mean))
+
+
+@dataclass
+class FallbackOutcome:
+    path: str
+    fp32_layers: List[str]
+    metrics: Dict[str, float]
+    passed: bool
+    tried: List[Dict[str, object]]
+
+
+def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quantizer, judge: Judge, out_path: str,
+                            max_fp32_layers: int) -> Optional[FallbackOutcome]:
+    """Keep the top-k most sensitive layers in FP32 for k = 1.. until the gates pass or k = ``max_fp32_layers``.
+
+    Returns the passing (or, when none passes, the last tried) model; None when nothing was tried.
+    """
+    outcome = None
+    tried: List[Dict[str, object]] = []
+    for k in range(1, min(max_fp32_layers, len(ranking)) + 1):
+        kept = [s.layer for s in ranking[:k]]
+        metrics, passed = judge(quantize(out_path, kept, ()))
+        tried.append({"fp32_layers": kept, "mAP": metrics["mAP"], "cosine_mean": metrics["cosine_mean"],
+                      "passed": passed})
+        logger.info("fallback: %d layer(s) in FP32 -> mAP %.2f, cosine %.4f, gates %s", k, metrics["mAP"],
+                    metrics["cosine_mean"], "pass" if passed else "fail")
+        outcome = FallbackOutcome(out_path, kept, metrics, passed, tried)
+        if passed:
+            break
+    return outcome
