@@ -39,7 +39,7 @@ def int8_matmul_peak(threads: int, n: int = 1024, iters: int = 10) -> float:
     graph = helper.make_graph([node], "peak", [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
                               [helper.make_tensor_value_info("c", TensorProto.INT32, [n, n])],
                               [helper.make_tensor("b", TensorProto.INT8, [n, n],
-                                                  np.random.default_rng(0).integers(-128, 128, (n, n)).tobytes(),
+                                                  np.random.default_rng(0).integers(-128, 128, (n, n), dtype=np.int8).tobytes(),
                                                   raw=True)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--teacher-weights", default="")
     parser.add_argument("--int8", default="", help="a shipped INT8 student (skips building and quantizing)")
     parser.add_argument("--fp32", default="", help="its FP32 ONNX source (with --int8)")
+    parser.add_argument("--activation-type", default="uint8", choices=("uint8", "int8"))
     parser.add_argument("--size", type=int, nargs=2, default=[256, 128], metavar=("H", "W"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iters", type=int, default=30)
@@ -101,7 +102,8 @@ def main() -> None:
             fp32_path = export_onnx(student, os.path.join(tmp, "student_fp32.onnx"), size)
             prepared = preprocess(fp32_path, os.path.join(tmp, "prepared.onnx"))
             calib = [example_images(size, 8, seed) for seed in range(4)]
-            int8_path = quantize_ptq(prepared, os.path.join(tmp, "student_int8.onnx"), calib)
+            int8_path = quantize_ptq(prepared, os.path.join(tmp, "student_int8.onnx"), calib,
+                                     activation_type=args.activation_type)
         teacher = build(args.teacher_config, size, args.teacher_weights)
         teacher_path = export_onnx(teacher, os.path.join(tmp, "teacher_fp32.onnx"), size)
         rows = {"student INT8 (ORT)": int8_path, "student FP32 (ORT)": fp32_path, "teacher FP32 (ORT)": teacher_path}

@@ -31,9 +31,11 @@ class LayerSensitivity:
         return asdict(self)
 
 
-def ptq_quantizer(prepared_path: str, batches, method: str, per_channel: bool, percentile: float) -> Quantizer:
+def ptq_quantizer(prepared_path: str, batches, method: str, per_channel: bool, percentile: float,
+                  activation_type: str = "uint8") -> Quantizer:
     def quantize(out_path: str, exclude: Sequence[str] = (), only: Sequence[str] = ()) -> str:
-        return quantize_ptq(prepared_path, out_path, batches, method, per_channel, percentile, exclude, only)
+        return quantize_ptq(prepared_path, out_path, batches, method, per_channel, percentile, exclude, only,
+                            activation_type)
     return quantize
 
 

@@ -35,6 +35,15 @@ QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "Conca
                  "Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Resize")
 
 
+ACTIVATION_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+
+
+def check_activation_type(name: str) -> QuantType:
+    if name not in ACTIVATION_TYPES:
+        raise ConfigError(f"QUANT.ACTIVATION_TYPE '{name}' is unknown; expected one of {sorted(ACTIVATION_TYPES)}")
+    return ACTIVATION_TYPES[name]
+
+
 def check_calibration_method(name: str) -> CalibrationMethod:
     if name not in CALIBRATION_METHODS:
         raise ConfigError(f"QUANT.CALIBRATION.METHOD '{name}' is unknown; expected one of {sorted(CALIBRATION_METHODS)}")
@@ -57,21 +66,22 @@ def weighted_layers(path: str) -> List[str]:
 
 def quantize_ptq(prepared_path: str, out_path: str, batches: Sequence[torch.Tensor], method: str = "minmax",
                  per_channel: bool = True, percentile: float = 99.999, exclude: Sequence[str] = (),
-                 only: Sequence[str] = ()) -> str:
-    """Quantize a pre-processed FP32 graph to QDQ INT8 (S8 activations and weights), written atomically.
+                 only: Sequence[str] = (), activation_type: str = "uint8") -> str:
+    """Quantize a pre-processed FP32 graph to QDQ INT8 (int8 per-channel weights), written atomically.
 
     Args:
         exclude: node names kept in FP32 (accuracy-aware fallback).
         only: quantize these nodes alone (per-layer sensitivity); empty = every supported node.
     """
     calibrate = check_calibration_method(method)
+    activations = check_activation_type(activation_type)
     reader = BatchReader(onnx.load(prepared_path).graph.input[0].name, list(batches))
     directory = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(directory, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=".ptq-", suffix=".onnx", dir=directory)
     os.close(handle)
     try:
-        quantize_static(prepared_path, tmp, reader, quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+        quantize_static(prepared_path, tmp, reader, quant_format=QuantFormat.QDQ, activation_type=activations,
                         weight_type=QuantType.QInt8, per_channel=per_channel, calibrate_method=calibrate,
                         nodes_to_exclude=list(exclude), nodes_to_quantize=list(only) or None,
                         op_types_to_quantize=list(QUANTIZED_OPS),

@@ -31,7 +31,7 @@ from compressreid.pipeline.gate import check_gates, raise_if_failed
 from compressreid.quant.calibration import calibration_batches
 from compressreid.quant.compare import Embedded, evaluate_cached, load_test_images, quantization_parity, summary
 from compressreid.quant.fallback import accuracy_aware_fallback, layer_sensitivity, ptq_quantizer
-from compressreid.quant.ptq import check_calibration_method, preprocess
+from compressreid.quant.ptq import check_activation_type, check_calibration_method, preprocess
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def check_quantize_inputs(cfg: CfgNode) -> QuantPlan:
     if q.METHOD not in METHODS:
         raise ConfigError(f"QUANT.METHOD '{q.METHOD}' is unknown; expected one of {METHODS}")
     check_calibration_method(q.CALIBRATION.METHOD)
+    check_activation_type(q.ACTIVATION_TYPE)
     if q.CALIBRATION.NUM_IMAGES < 1 or q.CALIBRATION.BATCH_SIZE < 1:
         raise ConfigError("QUANT.CALIBRATION.NUM_IMAGES and BATCH_SIZE must be >= 1 (calibration needs training "
                           f"images), got {q.CALIBRATION.NUM_IMAGES} and {q.CALIBRATION.BATCH_SIZE}")
@@ -167,9 +168,11 @@ def run_quantize(cfg: CfgNode, run: RunDirectory, progress: bool = True) -> Dict
     logger.info("FP32 (ONNX Runtime): %s", summary(fp32[0].result))
     batches = calibration_batches(eval_cfg, q.CALIBRATION.NUM_IMAGES, q.CALIBRATION.BATCH_SIZE, cfg.SEED)
     prepared = preprocess(fp32_path, os.path.join(workdir, "prepared.onnx"))
-    quantize = ptq_quantizer(prepared, batches, q.CALIBRATION.METHOD, q.PER_CHANNEL, q.CALIBRATION.PERCENTILE)
+    quantize = ptq_quantizer(prepared, batches, q.CALIBRATION.METHOD, q.PER_CHANNEL, q.CALIBRATION.PERCENTILE,
+                             q.ACTIVATION_TYPE)
     judge = _Judge(eval_cfg, evaluator, images[0], fp32[0], references)
-    method_info: Dict[str, object] = {"method": q.METHOD, "format": "QDQ", "activations": "int8 per-tensor asymmetric",
+    activations = q.ACTIVATION_TYPE if q.METHOD == "ptq" else "int8"
+    method_info: Dict[str, object] = {"method": q.METHOD, "format": "QDQ", "activations": f"{activations} per-tensor",
                                       "weights": f"int8 {'per-channel' if q.PER_CHANNEL else 'per-tensor'} symmetric"}
     full_int8 = os.path.join(workdir, "int8_full.onnx")
     if plan.method == "qat":

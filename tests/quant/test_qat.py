@@ -1,0 +1,109 @@
+"""QAT modules: BN pairing by tracing, folding, the schedule, and that the exported QDQ graph is the fake-quant model."""
+
+import pytest
+import torch
+from torch import nn
+
+from compressreid.config import get_cfg
+from compressreid.export.onnx_export import example_images, export_onnx
+from compressreid.export.ort_model import OrtEmbedder
+from compressreid.modeling import build_model
+from compressreid.quant.fake_quant import ActivationQuantizer, ExportConv2d, QATConv2d, qdq_translations
+from compressreid.quant.qat import (QATScheduleHook, calibrate_observers, conv_bn_pairs, freeze_for_export,
+                                    prepare_qat)
+
+onnx = pytest.importorskip("onnx")
+
+TINY = {
+    "resnet_ibn": {"MODEL.BACKBONE.NAME": "build_resnet_backbone", "MODEL.BACKBONE.DEPTH": "18x",
+                   "MODEL.BACKBONE.WIDTH": 0.125, "MODEL.BACKBONE.WITH_IBN": True, "MODEL.BACKBONE.FEAT_DIM": 64},
+    "osnet": {"MODEL.BACKBONE.NAME": "osnet", "MODEL.BACKBONE.WIDTH": 0.25, "MODEL.BACKBONE.FEAT_DIM": 128},
+    "mobilenetv3": {"MODEL.BACKBONE.NAME": "mobilenetv3_small", "MODEL.BACKBONE.FEAT_DIM": 576},
+}
+
+
+def tiny_model(name: str) -> nn.Module:
+    cfg = get_cfg()
+    for key, value in TINY[name].items():
+        cfg.merge_from_list([key, str(value)])
+    cfg.INPUT.SIZE_TEST = [64, 32]
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.train()
+    with torch.no_grad():  # non-trivial BN statistics, so folding matters
+        for seed in range(3):
+            model.backbone(example_images((64, 32), 8, seed) / 255.0)
+    return model.eval()
+
+
+def test_conv_bn_pairs_follow_the_forward():
+    model = tiny_model("resnet_ibn")
+    pairs = dict(conv_bn_pairs(model, example_images((64, 32), 2)))
+    assert pairs["backbone.conv1"] == "backbone.bn1"
+    assert pairs["backbone.layer3.0.conv2"] == "backbone.layer3.0.bn2"
+    assert pairs["backbone.layer1.0.conv1"] is None  # feeds IBN through a channel split: not foldable
+    assert len(pairs) == sum(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def test_prepared_model_keeps_fp32_function_before_quantization_noise():
+    model = tiny_model("resnet_ibn")
+    images = example_images((64, 32), 4, seed=5)
+    reference = model(images)
+    prepare_qat(model, images)
+    calibrate_observers(model, [images])
+    assert any(isinstance(m, QATConv2d) for m in model.modules())
+    cosine = nn.functional.cosine_similarity(model(images), reference).min()
+    assert cosine > 0.98  # only INT8 rounding separates them: the BN folding itself is exact
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_exported_qdq_graph_reproduces_the_fake_quant_model(name, tmp_path):
+    model = tiny_model(name)
+    images = example_images((64, 32), 6, seed=3)
+    prepare_qat(model, images)
+    calibrate_observers(model, [example_images((64, 32), 8, seed=s) for s in range(2)])
+    fake_quant = model(images)
+    frozen = freeze_for_export(model)
+    assert torch.equal(frozen(images), fake_quant)  # integer weights + dequantize == fake quantization, exactly
+    assert any(isinstance(m, ExportConv2d) for m in frozen.modules())
+    path = export_onnx(frozen, str(tmp_path / "qat.onnx"), (64, 32), 18, qdq_translations())
+    ops = [node.op_type for node in onnx.load(path).graph.node]
+    assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > ops.count("QuantizeLinear")
+    int8_weights = [t for t in onnx.load(path).graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(int8_weights) >= sum(isinstance(m, ExportConv2d) for m in frozen.modules())
+    shipped = OrtEmbedder(path)(images)
+    cosine = nn.functional.cosine_similarity(shipped, fake_quant).min()
+    assert cosine > 0.999  # ORT's integer kernels round a few values differently; nothing more
+
+
+class _Loop:
+    iter = 0
+
+
+def test_schedule_freezes_bn_then_observers():
+    model = tiny_model("resnet_ibn")
+    prepare_qat(model, example_images((64, 32), 2))
+    hook = QATScheduleHook(model, freeze_bn_iter=2, freeze_observer_iter=4)
+    hook.loop = _Loop()
+    convs = [m for m in model.modules() if isinstance(m, QATConv2d) and m.bn is not None]
+    observers = [m for m in model.modules() if isinstance(m, ActivationQuantizer)]
+    seen = []
+    for it in range(6):
+        hook.loop.iter = it
+        hook.before_step()
+        seen.append((all(c.bn_frozen for c in convs), all(not o.observing for o in observers)))
+    assert seen == [(False, False)] * 2 + [(True, False)] * 2 + [(True, True)] * 2
+
+
+def test_bn_statistics_update_until_frozen_and_not_after():
+    model = tiny_model("resnet_ibn")
+    prepare_qat(model, example_images((64, 32), 2))
+    conv = next(m for m in model.modules() if isinstance(m, QATConv2d) and m.bn is not None)
+    model.train()
+    before = conv.bn.running_mean.clone()
+    model(example_images((64, 32), 4, seed=9))
+    assert not torch.equal(conv.bn.running_mean, before)
+    conv.bn_frozen = True
+    frozen = conv.bn.running_mean.clone()
+    model(example_images((64, 32), 4, seed=10))
+    assert torch.equal(conv.bn.running_mean, frozen)
