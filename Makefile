@@ -18,7 +18,7 @@ $(STAMP): setup.py
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) tools/train_teacher.py --config-file configs/synthetic/bot_r50_ibn.yml
+	$(PY) tools/compress.py --config-file configs/synthetic/demo.yml
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile tests

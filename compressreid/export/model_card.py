@@ -15,11 +15,11 @@ import compressreid
 from compressreid.engine.io import atomic_write_json
 from compressreid.errors import ExportError
 from compressreid.export.onnx_export import INPUT_NAME, OUTPUT_NAME
-from compressreid.export.ort_model import check_embedding_graph
+from compressreid.export.ort_model import check_embedding_graph, load_graph
 
 
 def graph_embedding_dim(path: str) -> int:
-    dims = onnx.load(path, load_external_data=False).graph.output[0].type.tensor_type.shape.dim
+    dims = load_graph(path).output[0].type.tensor_type.shape.dim
     return dims[1].dim_value if len(dims) == 2 and dims[1].HasField("dim_value") else -1
 
 
@@ -68,7 +68,7 @@ def check_model_card(card_path: str, onnx_path: str) -> Dict[str, object]:
     except (OSError, json.JSONDecodeError) as exc:
         raise ExportError(f"model card {card_path} is not readable JSON: {exc}") from None
     shape = check_embedding_graph(onnx_path)
-    graph = onnx.load(onnx_path, load_external_data=False).graph
+    graph = load_graph(onnx_path)
     problems = []
     if card.get("input_name") != graph.input[0].name:
         problems.append(f"input_name {card.get('input_name')!r} vs graph {graph.input[0].name!r}")

@@ -31,6 +31,10 @@ def example_images(input_size: Sequence[int], batch: int = 2, seed: int = 0) -> 
     return torch.rand(batch, 3, int(input_size[0]), int(input_size[1]), generator=generator) * 255.0
 
 
+def _default_opset(path: str) -> int:
+    return next(o.version for o in onnx.load(path, load_external_data=False).opset_import if o.domain in ("", "ai.onnx"))
+
+
 def export_onnx(model: nn.Module, path: str, input_size: Sequence[int], opset: int = 18,
                 custom_translations: Optional[Dict[Callable, Callable]] = None) -> str:
     """Export ``model`` in eval mode to ``path`` (written atomically) and check it with the ONNX checker.
@@ -70,6 +74,10 @@ def export_onnx(model: nn.Module, path: str, input_size: Sequence[int], opset: i
     try:
         program.save(tmp)
         onnx.checker.check_model(tmp, full_check=True)
+        written = _default_opset(tmp)
+        if written != opset:  # the exporter keeps its own opset when down-conversion fails (e.g. ReduceMean)
+            raise ExportError(f"ONNX export wrote opset {written} where {opset} was asked for; torch's exporter "
+                              "writes opset 18 natively, use QUANT.OPSET 18")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

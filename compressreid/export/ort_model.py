@@ -32,13 +32,25 @@ def ort_session(path: str, threads: int = 0) -> ort.InferenceSession:
         raise ExportError(f"ONNX Runtime cannot load {path}: {first}") from None
 
 
+def load_graph(path: str) -> onnx.GraphProto:
+    """The graph of an ONNX file (weights not loaded).
+
+    Raises:
+        ExportError: a missing file or one that is not an ONNX model.
+    """
+    try:
+        return onnx.load(path, load_external_data=False).graph
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, the OS raises OSError
+        raise ExportError(f"{path} is not a readable ONNX model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
 def check_embedding_graph(path: str) -> List[int]:
     """The graph's input shape [B, 3, H, W] (B symbolic, as -1), checking it is an images -> embedding model.
 
     Raises:
         ExportError: not one float input of rank 4 with 3 channels and one rank-2 output.
     """
-    graph = onnx.load(path, load_external_data=False).graph
+    graph = load_graph(path)
     inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
     if len(inputs) != 1 or len(graph.output) != 1:
         raise ExportError(f"{path}: expected one input and one output, found {len(inputs)} and {len(graph.output)}")

@@ -56,8 +56,11 @@ def run_teacher(cfg: CfgNode, stage_dir: str, inputs: StageInputs) -> StageOutpu
             _copy_atomically(cfg.MODEL.WEIGHTS, run.file(FINAL_MODEL))
             metrics = evaluate_run(cfg, run, label=label, progress=inputs.progress)
         return StageOutput(run.path, metrics)
-    if cfg.MODEL.WEIGHTS:
-        logger.warning("teacher: MODEL.WEIGHTS %s does not exist: TRAINING the teacher instead", cfg.MODEL.WEIGHTS)
+    if cfg.MODEL.WEIGHTS:  # a typo must not silently turn "load my teacher" into hours of training
+        from compressreid.errors import CheckpointError
+
+        raise CheckpointError(f"teacher: MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} does not exist; fix the path, or leave "
+                              "MODEL.WEIGHTS empty to train the teacher")
     with training_run(cfg, "train_teacher") as job:
         model = train_supervised(cfg, job.run, job.dist, job.device, progress=inputs.progress)
         metrics = evaluate_run(cfg, job.run, model=model, label=label, progress=inputs.progress)

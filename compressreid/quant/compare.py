@@ -48,9 +48,15 @@ def load_test_images(cfg: CfgNode, test_set: DatasetSplits) -> TestImages:
 
 
 @torch.inference_mode()
-def embed_images(model: nn.Module, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+def embed_images(model: nn.Module, images: torch.Tensor, batch_size: int = 128, flip: bool = False) -> torch.Tensor:
+    """Embeddings of ``images`` in batches; ``flip`` averages with the horizontally flipped image (TEST.FLIP)."""
     model.eval()
-    return torch.cat([model(images[i:i + batch_size]).float() for i in range(0, len(images), batch_size)])
+    feats = []
+    for i in range(0, len(images), batch_size):
+        batch = images[i:i + batch_size]
+        out = model(batch).float()
+        feats.append((out + model(torch.flip(batch, dims=[3])).float()) / 2 if flip else out)
+    return torch.cat(feats)
 
 
 @dataclass
@@ -64,8 +70,8 @@ class Embedded:
 
 def evaluate_cached(evaluator: ReIDEvaluator, model: nn.Module, images: TestImages,
                     batch_size: int = 128) -> Embedded:
-    q = embed_images(model, images.q_images, batch_size)
-    g = embed_images(model, images.g_images, batch_size)
+    q = embed_images(model, images.q_images, batch_size, evaluator.flip)
+    g = embed_images(model, images.g_images, batch_size, evaluator.flip)
     result = evaluator.evaluate_embedded(EmbeddedSplits(images.name, q, images.q_records, g, images.g_records))
     return Embedded(q, g, result)
 

@@ -25,7 +25,7 @@ from compressreid.evaluation.run import check_gate_rules, load_reference_metrics
 from compressreid.export.latency import measure_latency
 from compressreid.export.model_card import build_model_card, read_card_if_present, write_model_card
 from compressreid.export.onnx_export import export_onnx
-from compressreid.export.ort_model import OrtEmbedder, check_embedding_graph
+from compressreid.export.ort_model import OrtEmbedder, check_embedding_graph, ort_session
 from compressreid.export.parity import check_export_parity
 from compressreid.pipeline.gate import check_gates, raise_if_failed
 from compressreid.quant.calibration import calibration_batches
@@ -89,6 +89,7 @@ def check_quantize_inputs(cfg: CfgNode) -> QuantPlan:
         if not os.path.isfile(q.SOURCE):
             raise ExportError(f"QUANT.SOURCE: ONNX file not found: {q.SOURCE}")
         shape = check_embedding_graph(q.SOURCE)
+        ort_session(q.SOURCE)  # an operator ONNX Runtime cannot run is bad input, found before OUTPUT_DIR exists
         expected = list(cfg.INPUT.SIZE_TEST)
         if any(0 < s != e for s, e in zip(shape[2:], expected)):
             raise ExportError(f"QUANT.SOURCE {q.SOURCE} takes {shape[2]}x{shape[3]} images but INPUT.SIZE_TEST is "
@@ -122,7 +123,7 @@ class _Judge:
 
     def metrics(self, path: str) -> Dict[str, float]:
         int8 = evaluate_cached(self.evaluator, OrtEmbedder(path), self.images)
-        return {**summary(int8.result), **quantization_parity(self.fp32, int8, self.cfg.TEST.METRIC)}
+        return {**_numbers(int8.result.metrics), **quantization_parity(self.fp32, int8, self.cfg.TEST.METRIC)}
 
     def __call__(self, path: str):
         metrics = self.metrics(path)
@@ -163,7 +164,7 @@ def run_quantize(cfg: CfgNode, run: RunDirectory, progress: bool = True) -> Dict
         shutil.copyfile(plan.onnx_source, fp32_path)
     evaluator = ReIDEvaluator.from_config(eval_cfg)
     fp32 = [evaluate_cached(evaluator, OrtEmbedder(fp32_path), im) for im in images]
-    references = {**plan.references, "fp32": {**summary(fp32[0].result), "cosine_mean": 1.0, "cosine_min": 1.0,
+    references = {**plan.references, "fp32": {**_numbers(fp32[0].result.metrics), "cosine_mean": 1.0, "cosine_min": 1.0,
                                               "top10_overlap": 100.0}}
     logger.info("FP32 (ONNX Runtime): %s", summary(fp32[0].result))
     batches = calibration_batches(eval_cfg, q.CALIBRATION.NUM_IMAGES, q.CALIBRATION.BATCH_SIZE, cfg.SEED)

@@ -1,0 +1,102 @@
+"""Sensitivity analysis and accuracy-aware fallback (compressreid.quant.fallback) with fake quantize / judge
+callables: which layers are tried, in which order, and when the search stops."""
+
+from __future__ import annotations
+
+import pytest
+
+from compressreid.quant import fallback
+from compressreid.quant.fallback import LayerSensitivity, accuracy_aware_fallback, layer_sensitivity
+
+FP32_MAP = 80.0
+
+
+class FakeQuantizer:
+    """Records each call and writes a stand-in file, as the real quantizer would."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, out_path, exclude=(), only=()):
+        self.calls.append((out_path, list(exclude), list(only)))
+        with open(out_path, "w", encoding="utf-8") as handle:
+            handle.write("model")
+        return out_path
+
+
+class FakeJudge:
+    """Metrics of the model the quantizer produced last; passes when ``passes(exclude)`` says so."""
+
+    def __init__(self, quantizer, metrics_of_only=None, passes=lambda kept: False):
+        self.quantizer, self.metrics_of_only, self.passes = quantizer, metrics_of_only or {}, passes
+        self.paths = []
+
+    def __call__(self, path):
+        self.paths.append(path)
+        _, exclude, only = self.quantizer.calls[-1]
+        if only:
+            return dict(self.metrics_of_only[only[0]]), True
+        passed = self.passes(exclude)
+        return {"mAP": FP32_MAP - 10 + len(exclude), "cosine_mean": 0.9 + 0.01 * len(exclude)}, passed
+
+
+RANKING = [LayerSensitivity(name, drop, cos)
+           for name, drop, cos in (("conv_a", 5.0, 0.90), ("conv_b", 2.0, 0.95), ("conv_c", 1.0, 0.97),
+                                   ("conv_d", 0.0, 0.99), ("conv_e", 0.0, 0.995))]
+
+
+def test_sensitivity_quantizes_each_layer_alone_and_ranks_most_sensitive_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(fallback, "weighted_layers", lambda path: ["c1", "c2", "c3", "c4", "c5"])
+    quantize = FakeQuantizer()
+    judge = FakeJudge(quantize, metrics_of_only={
+        "c1": {"mAP": FP32_MAP, "cosine_mean": 0.999},        # harmless
+        "c2": {"mAP": FP32_MAP - 3.0, "cosine_mean": 0.98},   # the worst mAP drop
+        "c3": {"mAP": FP32_MAP - 0.0001, "cosine_mean": 0.95},  # no real mAP drop (rounds to 0) but a low cosine
+        "c4": {"mAP": FP32_MAP - 1.0, "cosine_mean": 0.99},
+        "c5": {"mAP": FP32_MAP - 1.0, "cosine_mean": 0.97},   # ties c4 on mAP, worse cosine: ranked before it
+    })
+    ranking = layer_sensitivity("prepared.onnx", quantize, judge, FP32_MAP, str(tmp_path), progress=False)
+    assert [s.layer for s in ranking] == ["c2", "c5", "c4", "c3", "c1"]
+    assert ranking[0].mAP_drop == pytest.approx(3.0) and ranking[0].cosine_mean == 0.98
+    assert ranking[0].to_dict() == {"layer": "c2", "mAP_drop": pytest.approx(3.0), "cosine_mean": 0.98}
+    assert [(exclude, only) for _, exclude, only in quantize.calls] == [([], [c]) for c in ("c1", "c2", "c3", "c4",
+                                                                                               "c5")]
+    assert not list(tmp_path.iterdir())  # the scratch model is removed
+
+
+def test_fallback_keeps_the_top_k_and_stops_at_the_first_passing_k(tmp_path):
+    quantize = FakeQuantizer()
+    judge = FakeJudge(quantize, passes=lambda kept: len(kept) >= 3)
+    out = str(tmp_path / "fallback.onnx")
+    outcome = accuracy_aware_fallback(RANKING, quantize, judge, out, max_fp32_layers=5)
+    assert [exclude for _, exclude, _ in quantize.calls] == [["conv_a"], ["conv_a", "conv_b"],
+                                                              ["conv_a", "conv_b", "conv_c"]]
+    assert all(only == [] and path == out for path, _, only in quantize.calls)
+    assert outcome.passed is True and outcome.path == out
+    assert outcome.fp32_layers == ["conv_a", "conv_b", "conv_c"]
+    assert outcome.metrics == {"mAP": FP32_MAP - 7, "cosine_mean": pytest.approx(0.93)}
+    assert [t["passed"] for t in outcome.tried] == [False, False, True]
+    assert outcome.tried[1] == {"fp32_layers": ["conv_a", "conv_b"], "mAP": FP32_MAP - 8,
+                                "cosine_mean": pytest.approx(0.92), "passed": False}
+
+
+def test_fallback_returns_the_failing_last_attempt_when_the_budget_is_spent(tmp_path):
+    quantize = FakeQuantizer()
+    judge = FakeJudge(quantize, passes=lambda kept: len(kept) >= 4)
+    outcome = accuracy_aware_fallback(RANKING, quantize, judge, str(tmp_path / "f.onnx"), max_fp32_layers=2)
+    assert len(quantize.calls) == 2
+    assert outcome.passed is False and outcome.fp32_layers == ["conv_a", "conv_b"]
+    assert [t["passed"] for t in outcome.tried] == [False, False]
+
+
+def test_fallback_budget_beyond_the_layer_count_tries_every_layer(tmp_path):
+    quantize = FakeQuantizer()
+    outcome = accuracy_aware_fallback(RANKING[:2], quantize, FakeJudge(quantize), str(tmp_path / "f.onnx"), 10)
+    assert len(quantize.calls) == 2 and outcome.fp32_layers == ["conv_a", "conv_b"] and not outcome.passed
+
+
+@pytest.mark.parametrize("ranking, budget", [(RANKING, 0), ([], 3)])
+def test_fallback_with_nothing_to_try_returns_none(tmp_path, ranking, budget):
+    quantize = FakeQuantizer()
+    assert accuracy_aware_fallback(ranking, quantize, FakeJudge(quantize), str(tmp_path / "f.onnx"), budget) is None
+    assert quantize.calls == []

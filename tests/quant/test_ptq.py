@@ -1,0 +1,214 @@
+"""Post-training quantization (compressreid.quant.ptq) of a tiny exported ResNet-18: QDQ with INT8 or UINT8
+activations, per-channel symmetric INT8 weights, the embedding head left in FP32, every calibration method, and the
+exclude / only node sets."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from compressreid.config import get_cfg
+from compressreid.errors import ConfigError, ExportError
+from compressreid.export.onnx_export import example_images, export_onnx
+from compressreid.export.ort_model import ort_session
+from compressreid.modeling import build_model
+from compressreid.quant.ptq import ACTIVATION_TYPES, CALIBRATION_METHODS, preprocess, quantize_ptq, weighted_layers
+
+SIZE = (32, 16)
+HEAD_OPS = ("ReduceMean", "GlobalAveragePool", "BatchNormalization", "Reshape", "Flatten")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A tiny ResNet-18 (BNNeck head) exported once and pre-processed once: (fp32 path, prepared path, model)."""
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.DEPTH = "18x"
+    cfg.MODEL.BACKBONE.WIDTH = 0.125
+    cfg.INPUT.SIZE_TEST = list(SIZE)
+    torch.manual_seed(0)
+    model = build_model(cfg, num_classes=0)
+    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.momentum = None  # one batch's statistics: activations at a trained model's scale
+    model.backbone.train()
+    with torch.no_grad():
+        model.backbone(model.preprocess(example_images(SIZE, 8, seed=5)))
+    model.eval()
+    folder = tmp_path_factory.mktemp("ptq")
+    fp32 = export_onnx(model, str(folder / "fp32.onnx"), SIZE)
+    return fp32, preprocess(fp32, str(folder / "prepared.onnx")), model
+
+
+@pytest.fixture(scope="module")
+def batches():
+    return [example_images(SIZE, 4, seed=s) for s in (10, 11)]
+
+
+@pytest.fixture(scope="module")
+def minmax(prepared, batches, tmp_path_factory):
+    """The issue's S8S8 configuration: signed INT8 activations and weights."""
+    return quantize_ptq(prepared[1], str(tmp_path_factory.mktemp("minmax") / "int8.onnx"), batches, "minmax",
+                        activation_type="int8")
+
+
+class Graph:
+    """Lookup tables of an ONNX graph."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.graph = onnx.load(path).graph
+        self.nodes = list(self.graph.node)
+        self.init = {t.name: t for t in self.graph.initializer}
+        self.producer = {out: node for node in self.nodes for out in node.output}
+        self.consumers = {}
+        for node in self.nodes:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+
+    def of_type(self, op_type: str):
+        return [n for n in self.nodes if n.op_type == op_type]
+
+    def weight_dq(self, node):
+        """The DequantizeLinear feeding ``node``'s weight, or None when the weight is a plain FP32 tensor."""
+        source = self.producer.get(node.input[1])
+        return source if source is not None and source.op_type == "DequantizeLinear" else None
+
+    def attribute(self, node, name, default=None):
+        found = [onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name]
+        return found[0] if found else default
+
+
+def run(path: str, batch: int = 3) -> np.ndarray:
+    (out,) = ort_session(path, threads=1).run(None, {"images": example_images(SIZE, batch, seed=21).numpy()})
+    return out
+
+
+def test_weighted_layers_are_the_convolutions_in_graph_order(prepared):
+    layers = weighted_layers(prepared[1])
+    convs = [n.name for n in Graph(prepared[1]).of_type("Conv")]
+    assert layers == convs and len(layers) == 20  # ResNet-18: stem + 16 block convs + 3 downsample convs
+    assert len(set(layers)) == len(layers)
+
+
+def test_prepared_graph_has_no_batch_norm_left_but_the_bnneck(prepared):
+    g = Graph(prepared[1])
+    (bnneck,) = g.of_type("BatchNormalization")  # the trunk's BNs are folded into their convolutions
+    assert bnneck.input[1] == "heads.bottleneck.0.weight"
+
+
+def test_quantized_graph_is_qdq_with_signed_int8_activations(minmax):
+    g = Graph(minmax)
+    quantize = g.of_type("QuantizeLinear")
+    assert quantize and g.of_type("DequantizeLinear")
+    for node in quantize:
+        zero_point = g.init[node.input[2]]
+        assert zero_point.data_type == onnx.TensorProto.INT8, node.name
+
+
+@pytest.mark.parametrize("activation_type, onnx_type", [("int8", onnx.TensorProto.INT8),
+                                                         ("uint8", onnx.TensorProto.UINT8)])
+def test_activation_type_sets_the_activation_zero_points_and_weights_stay_int8(prepared, batches, tmp_path,
+                                                                            activation_type, onnx_type):
+    g = Graph(quantize_ptq(prepared[1], str(tmp_path / "q.onnx"), batches, activation_type=activation_type))
+    assert {g.init[n.input[2]].data_type for n in g.of_type("QuantizeLinear")} == {onnx_type}
+    assert {g.init[g.weight_dq(c).input[0]].data_type for c in g.of_type("Conv")} == {onnx.TensorProto.INT8}
+    assert run(g.path).shape == (3, prepared[2].embedding_dim)
+
+
+def test_unknown_activation_type_is_a_config_error(prepared, batches, tmp_path):
+    assert set(ACTIVATION_TYPES) == {"int8", "uint8"}
+    with pytest.raises(ConfigError, match="QUANT.ACTIVATION_TYPE 'int4' is unknown"):
+        quantize_ptq(prepared[1], str(tmp_path / "x.onnx"), batches, activation_type="int4")
+    assert not list(tmp_path.iterdir())
+
+
+def test_every_conv_weight_is_per_channel_symmetric_int8(minmax, prepared):
+    g = Graph(minmax)
+    convs = g.of_type("Conv")
+    assert sorted(c.name for c in convs) == sorted(weighted_layers(prepared[1]))  # node names survive
+    for conv in convs:
+        dq = g.weight_dq(conv)
+        assert dq is not None, f"{conv.name} weight is not quantized"
+        weight, scale, zero_point = (g.init[name] for name in dq.input)
+        assert weight.data_type == zero_point.data_type == onnx.TensorProto.INT8
+        assert g.attribute(dq, "axis", 1) == 0  # per output channel
+        assert numpy_helper.to_array(scale).shape == (weight.dims[0],)
+        assert not numpy_helper.to_array(zero_point).any()  # symmetric
+
+
+def test_per_tensor_weights_when_asked(prepared, batches, tmp_path):
+    g = Graph(quantize_ptq(prepared[1], str(tmp_path / "pt.onnx"), batches, "minmax", per_channel=False))
+    for conv in g.of_type("Conv"):
+        assert numpy_helper.to_array(g.init[g.weight_dq(conv).input[1]]).size == 1
+
+
+def test_the_embedding_head_stays_fp32(minmax):
+    g = Graph(minmax)
+    head = [n for n in g.nodes if n.op_type in HEAD_OPS]
+    assert {n.op_type for n in head} >= {"BatchNormalization"}
+    for node in head:
+        for out in node.output:
+            assert not [c for c in g.consumers.get(out, []) if c.op_type == "QuantizeLinear"], node.name
+    for bn in g.of_type("BatchNormalization"):
+        assert g.producer[bn.input[0]].op_type != "DequantizeLinear"
+    final = g.producer[g.graph.output[0].name]
+    assert final.op_type not in ("DequantizeLinear", "QuantizeLinear")
+
+
+@pytest.mark.parametrize("method", sorted(CALIBRATION_METHODS))
+def test_each_calibration_method_gives_a_model_that_runs_close_to_fp32(prepared, batches, tmp_path, method):
+    out_path = str(tmp_path / f"{method}.onnx")
+    assert quantize_ptq(prepared[1], out_path, batches, method, percentile=99.99) == out_path
+    assert os.listdir(tmp_path) == [f"{method}.onnx"]  # no temporary or augmented model left behind
+    int8, fp32 = run(out_path), run(prepared[0])
+    assert int8.shape == fp32.shape == (3, prepared[2].embedding_dim) and np.isfinite(int8).all()
+    cosine = (int8 * fp32).sum(1) / np.linalg.norm(int8, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert cosine.min() > 0.9, cosine
+
+
+def test_excluded_conv_keeps_fp32_weights(prepared, batches, tmp_path):
+    layers = weighted_layers(prepared[1])
+    kept = layers[5]
+    g = Graph(quantize_ptq(prepared[1], str(tmp_path / "ex.onnx"), batches, exclude=[kept]))
+    by_name = {c.name: c for c in g.of_type("Conv")}
+    assert g.weight_dq(by_name[kept]) is None
+    assert g.init[by_name[kept].input[1]].data_type == onnx.TensorProto.FLOAT
+    assert all(g.weight_dq(by_name[name]) is not None for name in layers if name != kept)
+
+
+def test_only_quantizes_a_single_conv(prepared, batches, tmp_path):
+    layers = weighted_layers(prepared[1])
+    alone = layers[3]
+    path = quantize_ptq(prepared[1], str(tmp_path / "only.onnx"), batches, only=[alone])
+    g = Graph(path)
+    assert [c.name for c in g.of_type("Conv") if g.weight_dq(c) is not None] == [alone]
+    assert not g.of_type("Add") or all(g.producer.get(a.input[0]) is None or
+                                       g.producer[a.input[0]].op_type != "DequantizeLinear"
+                                       for a in g.of_type("Add"))
+    assert run(path).shape == (3, prepared[2].embedding_dim)
+
+
+def test_unknown_calibration_method_is_a_config_error(prepared, batches, tmp_path):
+    with pytest.raises(ConfigError, match="QUANT.CALIBRATION.METHOD 'kl' is unknown; expected one of"):
+        quantize_ptq(prepared[1], str(tmp_path / "x.onnx"), batches, "kl")
+    assert not list(tmp_path.iterdir())
+
+
+def test_preprocess_of_a_broken_file_is_an_export_error(tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(ExportError, match="quantization pre-processing of .*broken.onnx failed"):
+        preprocess(str(broken), str(tmp_path / "prepared.onnx"))

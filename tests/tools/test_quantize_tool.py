@@ -1,0 +1,279 @@
+"""tools/quantize.py end to end on a tiny source run: the shipped INT8 model and its card, a failed gate with the
+FP32 fallback (exit 3, rejected artifact), bad input (exit 2 before OUTPUT_DIR exists), and the ONNX Runtime-only
+snippet run in an isolated interpreter."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from compressreid.checkpoint import save_checkpoint
+from compressreid.cli import run_tool
+from compressreid.config import dump_config, get_cfg, load_config
+from compressreid.data.build import load_test_sets
+from compressreid.evaluation.evaluator import ReIDEvaluator
+from compressreid.export.model_card import check_model_card, graph_embedding_dim
+from compressreid.export.ort_model import OrtEmbedder, ort_session
+from compressreid.modeling import build_model
+from compressreid.quant.compare import evaluate_cached, load_test_images
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOL = os.path.join(REPO, "tools", "quantize.py")
+
+SIZE = (32, 16)
+DIM = 64  # ResNet-18 at width 0.125
+TINY = [
+    "DATASETS.SYNTHETIC.NUM_TRAIN_IDS", "8", "DATASETS.SYNTHETIC.NUM_TEST_IDS", "6",
+    "DATASETS.SYNTHETIC.NUM_DISTRACTORS", "4", "DATASETS.SYNTHETIC.SIZE", "[64, 32]",
+    "INPUT.SIZE_TRAIN", "[32, 16]", "INPUT.SIZE_TEST", "[32, 16]", "DATALOADER.NUM_WORKERS", "0",
+    "TEST.IMS_PER_BATCH", "64", "TEST.ROC.ENABLED", "False", "TEST.WORST_QUERIES", "0", "MODEL.DEVICE", "cpu",
+    "MODEL.BACKBONE.WIDTH", "0.125", "MODEL.BACKBONE.FEAT_DIM", str(DIM),
+]
+FAST = ["QUANT.BENCHMARK.ITERS", "2", "QUANT.BENCHMARK.THREADS", "1", "QUANT.CALIBRATION.NUM_IMAGES", "8",
+        "QUANT.CALIBRATION.BATCH_SIZE", "4"]
+LENIENT = '("mAP >= fp32 - 100", "cosine_mean >= 0.5", "top10_overlap >= 0")'
+
+# The README's "run it without compressreid" example; the test runs it verbatim.
+SNIPPET = '''\
+import json, sys
+from pathlib import Path
+import numpy as np
+import onnxruntime as ort
+
+folder = Path(sys.argv[1])  # the quantize run's OUTPUT_DIR
+card = json.loads((folder / "model_card.json").read_text())
+session = ort.InferenceSession(str(folder / card["model"]), providers=["CPUExecutionProvider"])
+_, _, height, width = card["input_shape"]
+images = np.random.default_rng(0).uniform(0, 255, (4, 3, height, width)).astype(np.float32)  # RGB 0-255, NCHW
+(embedding,) = session.run(None, {card["input_name"]: images})  # normalisation is inside the graph
+embedding /= np.linalg.norm(embedding, axis=1, keepdims=True)  # cosine similarity = dot product
+print(embedding.shape)
+'''
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A tiny source run folder: config.yaml + model_final.pth of a ResNet-18 whose BN statistics come from one
+    batch (a randomly initialised model with identity BNs would produce near-constant embeddings)."""
+    work = tmp_path_factory.mktemp("quantize")
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "synthetic", "bot_r18.yml"))
+    cfg.merge_from_list([*TINY, "DATASETS.ROOT", str(work / "datasets"), "OUTPUT_DIR", str(work / "source")])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.momentum = None
+    model.train()
+    with torch.no_grad():
+        model.backbone(model.preprocess(torch.rand(8, 3, *SIZE, generator=torch.Generator().manual_seed(5)) * 255))
+    save_checkpoint(str(work / "source" / "model_final.pth"), model.eval())
+    dump_config(cfg, str(work / "source" / "config.yaml"))
+    return work
+
+
+def run_subprocess(work, out, *extra):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    args = ["--config-file", str(work / "source" / "config.yaml"), *FAST, "QUANT.SOURCE", str(work / "source"),
+            "OUTPUT_DIR", str(out), *extra]
+    return subprocess.run([sys.executable, TOOL, *args], cwd=str(work), env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def run_in_process(monkeypatch, work, out, *extra):
+    main = runpy.run_path(TOOL)["main"]
+    monkeypatch.setattr(sys, "argv", ["quantize.py", "--config-file", str(work / "source" / "config.yaml"), *FAST,
+                                      "QUANT.SOURCE", str(work / "source"), "OUTPUT_DIR", str(out), *extra])
+    return run_tool(main)
+
+
+def read(path):
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def accepted(work):
+    out = work / "accepted"
+    return out, run_subprocess(work, out, "TEST.GATES", LENIENT)
+
+
+@pytest.fixture(scope="module")
+def rejected(work, accepted):
+    """An impossible gate, re-run in a copy of the accepted run's folder: the old shipped file must go."""
+    out = work / "rejected"
+    shutil.copytree(accepted[0], out)
+    return out, run_subprocess(work, out, "TEST.GATES", '("mAP >= fp32 + 50",)', "QUANT.FALLBACK.MAX_FP32_LAYERS", "1")
+
+
+def test_accepted_run_ships_the_int8_model_and_its_card(accepted):
+    out, result = accepted
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"INT8 model: {out / 'student_int8.onnx'}" in result.stdout
+    assert (out / "student_int8.onnx").is_file() and not (out / "student_int8.rejected.onnx").exists()
+    assert not (out / "work").exists()  # scratch models are cleaned up
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out / "student_int8.onnx")).graph.node)
+    card = check_model_card(str(out / "model_card.json"), str(out / "student_int8.onnx"))
+    assert card["accepted"] is True and card["model"] == "student_int8.onnx"
+    assert card["input_name"] == "images" and card["input_shape"] == ["batch", 3, *SIZE]
+    assert card["embedding_dim"] == DIM == graph_embedding_dim(str(out / "student_int8.onnx"))
+    assert card["color_order"] == "RGB" and card["value_range"] == [0, 255]
+    calibration = card["quantization"]["calibration"]
+    assert calibration == {"split": "train", "images": 8, "method": "minmax", "seed": 0}
+    assert card["quantization"]["format"] == "QDQ"
+    assert set(card["metrics"]) >= {"int8", "fp32"} and [g["passed"] for g in card["gates"]] == [True] * 3
+    assert card["size_bytes"] == (out / "student_int8.onnx").stat().st_size
+
+
+def test_accepted_metrics_report_int8_fp32_parity_and_latency(accepted):
+    out, result = accepted
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = read(out / "metrics.json")
+    assert metrics["accepted"] is True and read(out / "status.json")["status"] == "accepted"
+    assert metrics["artifact"] == "student_int8.onnx"
+    assert 0 < metrics["mAP"] <= 100 and 0 < metrics["fp32"]["mAP"] <= 100
+    assert -1.0 <= metrics["cosine_min"] <= metrics["cosine_mean"] <= 1.0
+    assert 0.0 <= metrics["top10_overlap"] <= 100.0
+    assert metrics["export_parity"]["max_rel"] <= 1e-4
+    assert metrics["fallback"] == {"used": False}
+    for model in ("int8", "fp32"):
+        for batch in (1, 32):
+            record = metrics["latency"][model][f"batch{batch}"]
+            assert record["batch"] == batch and record["iters"] == 2 and record["ms_p50"] > 0
+    assert metrics["latency"]["speedup_batch1"] > 0
+    assert metrics["size_bytes"]["int8"] == (out / "student_int8.onnx").stat().st_size
+    assert metrics["size_bytes"]["fp32"] == (out / "student_fp32.onnx").stat().st_size
+
+
+def test_reported_int8_metrics_are_those_of_the_shipped_file(accepted):
+    """What is measured is what ships: re-evaluating student_int8.onnx gives metrics.json's numbers."""
+    out, result = accepted
+    assert result.returncode == 0, result.stderr[-3000:]
+    cfg = load_config(str(out / "config.yaml"))
+    (test_set,) = load_test_sets(cfg)
+    embedded = evaluate_cached(ReIDEvaluator.from_config(cfg), OrtEmbedder(str(out / "student_int8.onnx"), 1),
+                               load_test_images(cfg, test_set))
+    metrics = read(out / "metrics.json")
+    assert embedded.result.metrics["mAP"] == pytest.approx(metrics["mAP"], abs=1e-4)
+    assert embedded.result.metrics["rank1"] == pytest.approx(metrics["rank1"], abs=1e-4)
+
+
+def test_failed_gate_exits_3_with_a_rejected_artifact_after_fallback(rejected):
+    out, result = rejected
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "gate failed" in result.stderr and "mAP >= fp32 + 50" in result.stderr
+    assert (out / "student_int8.rejected.onnx").is_file()
+    assert not (out / "student_int8.onnx").exists()  # the previous run's shipped model is gone too
+    card = read(out / "model_card.json")
+    assert card["accepted"] is False and card["model"] == "student_int8.rejected.onnx"
+    assert card["gates"][0]["passed"] is False
+    metrics = read(out / "metrics.json")
+    assert metrics["accepted"] is False and read(out / "status.json")["status"] == "rejected"
+    assert metrics["artifact"] == "student_int8.rejected.onnx"
+    fallback = metrics["fallback"]
+    assert fallback["used"] is True
+    assert len(fallback["sensitivity"]) == 20  # every convolution of the ResNet-18, measured alone
+    assert len(fallback["tried"]) == 1 and len(fallback["fp32_layers"]) == 1  # the budget: one layer
+    assert fallback["fp32_layers"] == [fallback["sensitivity"][0]["layer"]]  # the most sensitive one
+    assert "int8_without_fallback" in metrics["latency"]
+    rejected_graph = onnx.load(str(out / "student_int8.rejected.onnx")).graph
+    kept = next(n for n in rejected_graph.node if n.name == fallback["fp32_layers"][0])
+    assert not any(n.op_type == "DequantizeLinear" and kept.input[1] in n.output for n in rejected_graph.node)
+
+
+def test_gates_may_name_any_reported_metric(work, tmp_path, monkeypatch):
+    """rank10 and black_mAP are in metrics.json (and fp32's), so gates on them must be judged, not refused."""
+    out = tmp_path / "out"
+    code = run_in_process(monkeypatch, work, out, "TEST.GATES", '("rank10 >= 0", "black_mAP >= fp32 - 100")',
+                          "QUANT.FALLBACK.ENABLED", "False")
+    assert code == 0
+    assert [g["passed"] for g in read(out / "metrics.json")["gates"]] == [True, True]
+
+
+def write_graph(path, height, width, op=("GlobalAveragePool", "")) -> str:
+    """A hand-built images [batch, 3, H, W] -> embedding [batch, 3] graph; ``op`` = (op type, domain) of its first
+    node (a domain ONNX Runtime does not know makes a graph it cannot load)."""
+    x = onnx.helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, ["batch", 3, height, width])
+    y = onnx.helper.make_tensor_value_info("embedding", onnx.TensorProto.FLOAT, ["batch", 3])
+    nodes = [onnx.helper.make_node(op[0], ["images"], ["pooled"], domain=op[1]),
+             onnx.helper.make_node("Flatten", ["pooled"], ["embedding"])]
+    opsets = [onnx.helper.make_opsetid("", 17)] + ([onnx.helper.make_opsetid(op[1], 1)] if op[1] else [])
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph(nodes, "g", [x], [y]), opset_imports=opsets), str(path))
+    return str(path)
+
+
+def _card_disagreeing(tmp_path):
+    path = write_graph(tmp_path / "model.onnx", *SIZE)
+    (tmp_path / "model_card.json").write_text(json.dumps(
+        {"input_name": "images", "input_shape": ["batch", 3, *SIZE], "embedding_dim": 999}))
+    return ["QUANT.SOURCE", path]
+
+
+def _garbage(tmp_path):
+    (tmp_path / "garbage.onnx").write_bytes(b"\x00\x01 these bytes are not an ONNX model")
+    return ["QUANT.SOURCE", str(tmp_path / "garbage.onnx")]
+
+
+BAD_INPUT = {
+    "missing_source": (lambda t: ["QUANT.SOURCE", str(t / "no_such_run")], "is not a run folder"),
+    "no_calibration_images": (lambda t: ["QUANT.CALIBRATION.NUM_IMAGES", "0"], "NUM_IMAGES"),
+    "unknown_method": (lambda t: ["QUANT.METHOD", "foo"], "QUANT.METHOD 'foo' is unknown"),
+    "unknown_calibration": (lambda t: ["QUANT.CALIBRATION.METHOD", "foo"], "QUANT.CALIBRATION.METHOD 'foo'"),
+    "unknown_activation_type": (lambda t: ["QUANT.ACTIVATION_TYPE", "int4"], "QUANT.ACTIVATION_TYPE 'int4'"),
+    "onnx_input_size": (lambda t: ["QUANT.SOURCE", write_graph(t / "big.onnx", 64, 32)],
+                        "takes 64x32 images but INPUT.SIZE_TEST is 32x16"),
+    "onnx_card_disagrees": (_card_disagreeing, "embedding_dim 999 vs graph 3"),
+    "onnx_missing": (lambda t: ["QUANT.SOURCE", str(t / "absent.onnx")], "ONNX file not found"),
+    "qat_of_onnx": (lambda t: ["QUANT.SOURCE", write_graph(t / "m.onnx", *SIZE), "QUANT.METHOD", "qat"],
+                    "needs a PyTorch model"),
+    "unknown_reference": (lambda t: ["TEST.GATES", '("mAP >= teacher - 1",)'],
+                          "names reference 'teacher'; available: fp32"),
+    "onnx_unloadable": (_garbage, "garbage.onnx"),
+    "onnx_unsupported_operator": (lambda t: ["QUANT.SOURCE", write_graph(t / "op.onnx", *SIZE,
+                                                                         op=("Frobnicate", "com.example"))],
+                                  "Frobnicate"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_exits_2_with_one_line_before_output_dir_exists(work, tmp_path, monkeypatch, capsys, case):
+    make_args, words = BAD_INPUT[case]
+    out = tmp_path / "out"
+    code = run_in_process(monkeypatch, work, out, *make_args(tmp_path))
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and words in errors[0], err[-2000:]
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_ort_only_snippet_runs_in_an_isolated_interpreter(accepted, tmp_path):
+    out, result = accepted
+    assert result.returncode == 0, result.stderr[-3000:]
+    script = tmp_path / "use_int8.py"
+    script.write_text(SNIPPET + 'print(json.dumps({"imported": sorted(m for m in sys.modules if m == "compressreid" or '
+                                'm.startswith("compressreid.")), "embedding": embedding.tolist()}))\n')
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["OMP_NUM_THREADS"] = "1"
+    run = subprocess.run([sys.executable, "-I", str(script), str(out)], cwd=str(tmp_path), env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    shape_line, report_line = run.stdout.strip().splitlines()
+    assert shape_line == f"(4, {DIM})"
+    report = json.loads(report_line)
+    assert report["imported"] == []  # compressreid is installed (editable) here; the snippet must not need it
+    embedding = np.asarray(report["embedding"], dtype=np.float32)
+    np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0, atol=1e-5)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 3, *SIZE)).astype(np.float32)
+    (expected,) = ort_session(str(out / "student_int8.onnx"), 1).run(None, {"images": images})
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(embedding, expected, atol=1e-5)
