@@ -384,7 +384,7 @@ _C.QUANT.OPSET = 18
 # Activation type: "uint8" or "int8" (weights are always int8). Measured with ONNX Runtime 1.32 on x86: with
 # uint8 activations every Conv(+ReLU) and Add fuses into QLinearConv/QLinearAdd; with int8 activations ReLU-ending
 # convolutions stay FP32 between Q/DQ pairs (11 of 20 in ResNet-18), so int8 is slower. With VNNI (this CPU)
-# u8s8 has no saturation issue. Used by PTQ; QAT's fake quantization always matches what it exports.
+# u8s8 has no saturation issue. PTQ and QAT both follow it.
 _C.QUANT.ACTIVATION_TYPE = "uint8"
 # Quantize convolution and linear weights per output channel (symmetric INT8); False = per tensor.
 _C.QUANT.PER_CHANNEL = True

@@ -21,15 +21,17 @@ from onnxscript import opset18 as op
 from torch import nn
 from torch.nn import functional as F
 
-QMIN, QMAX = -128, 127
+QMIN, QMAX = -128, 127  # int8: weights always, activations when signed
+UINT8_RANGE = (0, 255)  # activations when unsigned (ONNX Runtime fuses u8-activation graphs best on x86)
 
 
 class ActivationQuantizer(nn.Module):
     """Per-tensor asymmetric INT8 fake quantization; the range comes from a min/max observer (EMA in training)."""
 
-    def __init__(self, momentum: float = 0.01):
+    def __init__(self, momentum: float = 0.01, unsigned: bool = False):
         super().__init__()
         self.momentum = momentum
+        self.qmin, self.qmax = UINT8_RANGE if unsigned else (QMIN, QMAX)
         self.observing = True  # False once observers are frozen
         self.calibrating = False  # observe in eval mode too (range initialisation on calibration batches)
         self.frozen_for_export = False  # set by freeze_for_export: same arithmetic through an exportable op
@@ -52,16 +54,17 @@ class ActivationQuantizer(nn.Module):
         self.max_val.copy_(high)
         self.initialized.fill_(True)
         low, high = torch.clamp(low, max=0.0), torch.clamp(high, min=0.0)  # zero must be exactly representable
-        scale = torch.clamp((high - low) / (QMAX - QMIN), min=1e-8)
+        scale = torch.clamp((high - low) / (self.qmax - self.qmin), min=1e-8)
         self.scale.copy_(scale)
-        self.zero_point.copy_(torch.clamp(torch.round(QMIN - low / scale), QMIN, QMAX).to(torch.int32))
+        zero_point = torch.clamp(torch.round(self.qmin - low / scale), self.qmin, self.qmax)
+        self.zero_point.copy_(zero_point.to(torch.int32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.frozen_for_export:
-            return quantize_dequantize(x, self.scale, self.zero_point)
+            return quantize_dequantize(x, self.scale, self.zero_point, self.qmin, self.qmax)
         if self.observing and (self.training or self.calibrating):
             self.observe(x)
-        return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, QMIN, QMAX)
+        return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, self.qmin, self.qmax)
 
 
 def weight_scale(weight: torch.Tensor) -> torch.Tensor:
@@ -76,12 +79,12 @@ def _round_ste(x: torch.Tensor) -> torch.Tensor:
 class QATConv2d(nn.Module):
     """A Conv2d (and the BatchNorm2d that follows it, folded in) with fake-quantized input, weight, bias, output."""
 
-    def __init__(self, conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d] = None):
+    def __init__(self, conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d] = None, unsigned: bool = False):
         super().__init__()
         self.conv, self.bn = conv, bn
         self.bn_frozen = bn is None
-        self.input_quant = ActivationQuantizer()
-        self.output_quant = ActivationQuantizer()
+        self.input_quant = ActivationQuantizer(unsigned=unsigned)
+        self.output_quant = ActivationQuantizer(unsigned=unsigned)
 
     def folded(self):
         """(weight, bias) with the BN folded in, from its running statistics."""
@@ -123,13 +126,14 @@ class QATConv2d(nn.Module):
 # eager code is the fake-quant arithmetic itself, and qdq_translations() maps them onto ONNX Q/DQ.
 
 @torch.library.custom_op("compressreid::quantize_dequantize", mutates_args=())
-def quantize_dequantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
-    """Per-tensor INT8 quantize then dequantize (identical to the training-time fake quantization)."""
-    return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, QMIN, QMAX)
+def quantize_dequantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, quant_min: int,
+                        quant_max: int) -> torch.Tensor:
+    """Per-tensor 8-bit quantize then dequantize (identical to the training-time fake quantization)."""
+    return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, quant_min, quant_max)
 
 
 @quantize_dequantize.register_fake
-def _(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
+def _(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, quant_min: int, quant_max: int) -> torch.Tensor:
     return torch.empty_like(x)
 
 
@@ -170,8 +174,9 @@ class ExportConv2d(nn.Module):
         return self.output_quant(F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups))
 
 
-def _quantize_dequantize(x, scale, zero_point):
-    zp = op.Cast(zero_point, to=onnx.TensorProto.INT8)
+def _quantize_dequantize(x, scale, zero_point, quant_min: int, quant_max: int):
+    # the zero point's type selects the quantized type in ONNX: uint8 for (0, 255), int8 for (-128, 127)
+    zp = op.Cast(zero_point, to=onnx.TensorProto.UINT8 if quant_min == 0 else onnx.TensorProto.INT8)
     return op.DequantizeLinear(op.QuantizeLinear(x, scale, zp), scale, zp)
 
 

@@ -60,11 +60,15 @@ def conv_bn_pairs(model: nn.Module, images: torch.Tensor) -> List[Tuple[str, Opt
     return list(pairs.items())
 
 
-def prepare_qat(model: nn.Module, images: torch.Tensor) -> nn.Module:
-    """Replace every Conv2d (+ its BatchNorm2d) in place by a QATConv2d; the BN's slot becomes an Identity."""
+def prepare_qat(model: nn.Module, images: torch.Tensor, unsigned: bool = True) -> nn.Module:
+    """Replace every Conv2d (+ its BatchNorm2d) in place by a QATConv2d; the BN's slot becomes an Identity.
+
+    Args:
+        unsigned: uint8 activations (QUANT.ACTIVATION_TYPE "uint8"), else int8.
+    """
     for conv_name, bn_name in conv_bn_pairs(model, images):
         bn = model.get_submodule(bn_name) if bn_name else None
-        model.set_submodule(conv_name, QATConv2d(model.get_submodule(conv_name), bn))
+        model.set_submodule(conv_name, QATConv2d(model.get_submodule(conv_name), bn, unsigned))
         if bn_name:
             model.set_submodule(bn_name, nn.Identity())
     return model
@@ -156,7 +160,7 @@ def run_qat(cfg: CfgNode, eval_cfg: CfgNode, source: SourceRun, fp32_model: nn.M
         raise ConfigError(f"QUANT.QAT.ITERS is {q.ITERS}: expected >= 1 fine-tuning iterations")
     data = load_train_data(eval_cfg)
     student = load_source_model(source, num_classes=data.num_classes)
-    prepare_qat(student, batches[0][:8])
+    prepare_qat(student, batches[0][:8], unsigned=cfg.QUANT.ACTIVATION_TYPE == "uint8")
     calibrate_observers(student, batches)
     folder = run.file("qat")
     derived = qat_config(cfg, source, folder)

@@ -172,8 +172,7 @@ def run_quantize(cfg: CfgNode, run: RunDirectory, progress: bool = True) -> Dict
     quantize = ptq_quantizer(prepared, batches, q.CALIBRATION.METHOD, q.PER_CHANNEL, q.CALIBRATION.PERCENTILE,
                              q.ACTIVATION_TYPE)
     judge = _Judge(eval_cfg, evaluator, images[0], fp32[0], references)
-    activations = q.ACTIVATION_TYPE if q.METHOD == "ptq" else "int8"
-    method_info: Dict[str, object] = {"method": q.METHOD, "format": "QDQ", "activations": f"{activations} per-tensor",
+    method_info: Dict[str, object] = {"method": q.METHOD, "format": "QDQ", "activations": f"{q.ACTIVATION_TYPE} per-tensor",
                                       "weights": f"int8 {'per-channel' if q.PER_CHANNEL else 'per-tensor'} symmetric"}
     full_int8 = os.path.join(workdir, "int8_full.onnx")
     if plan.method == "qat":

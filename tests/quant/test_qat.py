@@ -107,3 +107,19 @@ def test_bn_statistics_update_until_frozen_and_not_after():
     frozen = conv.bn.running_mean.clone()
     model(example_images((64, 32), 4, seed=10))
     assert torch.equal(conv.bn.running_mean, frozen)
+
+
+@pytest.mark.parametrize("unsigned, dtype", [(True, "UINT8"), (False, "INT8")])
+def test_activation_type_reaches_the_graph(unsigned, dtype, tmp_path):
+    model = tiny_model("resnet_ibn")
+    images = example_images((64, 32), 4, seed=2)
+    prepare_qat(model, images, unsigned=unsigned)
+    calibrate_observers(model, [images])
+    fake_quant = model(images)
+    path = export_onnx(freeze_for_export(model), str(tmp_path / "qat.onnx"), (64, 32), 18, qdq_translations())
+    graph = onnx.load(path).graph
+    casts = {a.i for n in graph.node if n.op_type == "Cast" for a in n.attribute if a.name == "to"}
+    folded = {t.data_type for t in graph.initializer}
+    wanted = getattr(onnx.TensorProto, dtype)
+    assert wanted in casts | folded  # zero points of the requested activation type (cast, or folded to a constant)
+    assert nn.functional.cosine_similarity(OrtEmbedder(path)(images), fake_quant).min() > 0.999
