@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from torch import nn
 from yacs.config import CfgNode
@@ -136,6 +136,66 @@ def _latency(cfg: CfgNode, path: str, input_size) -> Dict[str, Dict[str, float]]
     return {f"batch{n}": measure_latency(path, input_size, n, b.ITERS, b.THREADS) for n in (1, 32)}
 
 
+def _export_fp32(plan: QuantPlan, fp32_path: str, opset: int, images) -> Tuple[Optional[nn.Module], Dict[str, float]]:
+    """The FP32 ONNX graph quantization starts from, with its export parity (a copy when the source is ONNX)."""
+    if plan.source is None:
+        shutil.copyfile(plan.onnx_source, fp32_path)
+        return None, {}
+    model = load_source_model(plan.source).eval()
+    export_onnx(model, fp32_path, plan.input_size, opset)
+    parity = check_export_parity(model, OrtEmbedder(fp32_path), images.q_images[:64]).to_dict()
+    logger.info("FP32 export parity: max abs %.3g, min cosine %.7f", parity["max_abs"], parity["cosine_min"])
+    return model, parity
+
+
+def _method_info(cfg: CfgNode, batches) -> Dict[str, object]:
+    q = cfg.QUANT
+    info: Dict[str, object] = {"method": q.METHOD, "format": "QDQ", "activations": f"{q.ACTIVATION_TYPE} per-tensor",
+                               "weights": f"int8 {'per-channel' if q.PER_CHANNEL else 'per-tensor'} symmetric"}
+    if q.METHOD == "ptq":
+        info["calibration"] = {"split": "train", "images": sum(len(b) for b in batches),
+                               "method": q.CALIBRATION.METHOD, "seed": cfg.SEED,
+                               **({"percentile": q.CALIBRATION.PERCENTILE}
+                                  if q.CALIBRATION.METHOD == "percentile" else {})}
+    return info
+
+
+def _fallback(cfg: CfgNode, prepared: str, quantize, judge: _Judge, fp32_map: float, workdir: str,
+              first: Dict[str, float], progress: bool) -> Tuple[Optional[str], Dict[str, object]]:
+    """Sensitivity analysis and FP32 fallback; returns the fallback model (None if nothing tried) and its record."""
+    logger.warning("INT8 model fails its gates (%s): measuring per-layer sensitivity for the FP32 fallback",
+                   {k: round(v, 4) for k, v in first.items()})
+    ranking = layer_sensitivity(prepared, quantize, judge, fp32_map, workdir, progress)
+    outcome = accuracy_aware_fallback(ranking, quantize, judge, os.path.join(workdir, "int8_fallback.onnx"),
+                                      cfg.QUANT.FALLBACK.MAX_FP32_LAYERS)
+    record: Dict[str, object] = {"used": True, "sensitivity": [s.to_dict() for s in ranking],
+                                 "tried": outcome.tried if outcome else [], "full_int8": first}
+    if outcome is None:
+        return None, record
+    record["fp32_layers"] = outcome.fp32_layers
+    return outcome.path, record
+
+
+def _latency_report(cfg: CfgNode, candidate: str, fp32_path: str, full_int8: str, input_size) -> Dict[str, object]:
+    latency: Dict[str, object] = {"int8": _latency(cfg, candidate, input_size),
+                                  "fp32": _latency(cfg, fp32_path, input_size)}
+    if candidate != full_int8:  # what keeping layers in FP32 cost
+        latency["int8_without_fallback"] = _latency(cfg, full_int8, input_size)
+    for batch in ("batch1", "batch32"):
+        latency[f"speedup_{batch}"] = round(latency["fp32"][batch]["ms_p50"] / latency["int8"][batch]["ms_p50"], 2)
+    return latency
+
+
+def _ship(run: RunDirectory, candidate: str, accepted: bool) -> str:
+    """Move the INT8 model to its final name: shipped when accepted, marked rejected otherwise."""
+    artifact = run.file(SHIPPED if accepted else REJECTED)
+    for stale in (run.file(SHIPPED), run.file(REJECTED)):
+        if os.path.exists(stale):
+            os.remove(stale)
+    os.replace(candidate, artifact)
+    return artifact
+
+
 def run_quantize(cfg: CfgNode, run: RunDirectory, progress: bool = True) -> Dict[str, object]:
     """Quantize QUANT.SOURCE to INT8, judge it against its FP32 self, write the artifact and its model card.
 
@@ -147,33 +207,21 @@ def run_quantize(cfg: CfgNode, run: RunDirectory, progress: bool = True) -> Dict
     plan = check_quantize_inputs(cfg)
     eval_cfg = _eval_config(cfg, plan)
     q = cfg.QUANT
-    workdir = run.file("work")
+    workdir, fp32_path = run.file("work"), run.file(FP32_FILE)
     os.makedirs(workdir, exist_ok=True)
-    fp32_path = run.file(FP32_FILE)
-    export_parity: Dict[str, float] = {}
-    model: Optional[nn.Module] = None
-    test_sets = load_test_sets(eval_cfg)
-    images = [load_test_images(eval_cfg, t) for t in test_sets]
-    if plan.source is not None:
-        model = load_source_model(plan.source).eval()
-        export_onnx(model, fp32_path, plan.input_size, q.OPSET)
-        export_parity = check_export_parity(model, OrtEmbedder(fp32_path), images[0].q_images[:64]).to_dict()
-        logger.info("FP32 export parity: max abs %.3g, min cosine %.7f", export_parity["max_abs"],
-                    export_parity["cosine_min"])
-    else:
-        shutil.copyfile(plan.onnx_source, fp32_path)
+    images = [load_test_images(eval_cfg, t) for t in load_test_sets(eval_cfg)]
+    model, export_parity = _export_fp32(plan, fp32_path, q.OPSET, images[0])
     evaluator = ReIDEvaluator.from_config(eval_cfg)
     fp32 = [evaluate_cached(evaluator, OrtEmbedder(fp32_path), im) for im in images]
-    references = {**plan.references, "fp32": {**_numbers(fp32[0].result.metrics), "cosine_mean": 1.0, "cosine_min": 1.0,
-                                              "top10_overlap": 100.0}}
     logger.info("FP32 (ONNX Runtime): %s", summary(fp32[0].result))
+    references = {**plan.references, "fp32": {**_numbers(fp32[0].result.metrics), "cosine_mean": 1.0,
+                                              "cosine_min": 1.0, "top10_overlap": 100.0}}
     batches = calibration_batches(eval_cfg, q.CALIBRATION.NUM_IMAGES, q.CALIBRATION.BATCH_SIZE, cfg.SEED)
     prepared = preprocess(fp32_path, os.path.join(workdir, "prepared.onnx"))
     quantize = ptq_quantizer(prepared, batches, q.CALIBRATION.METHOD, q.PER_CHANNEL, q.CALIBRATION.PERCENTILE,
                              q.ACTIVATION_TYPE)
     judge = _Judge(eval_cfg, evaluator, images[0], fp32[0], references)
-    method_info: Dict[str, object] = {"method": q.METHOD, "format": "QDQ", "activations": f"{q.ACTIVATION_TYPE} per-tensor",
-                                      "weights": f"int8 {'per-channel' if q.PER_CHANNEL else 'per-tensor'} symmetric"}
+    method_info = _method_info(cfg, batches)
     full_int8 = os.path.join(workdir, "int8_full.onnx")
     if plan.method == "qat":
         from compressreid.quant.qat import run_qat  # torch training only when asked for
@@ -183,55 +231,32 @@ def run_quantize(cfg: CfgNode, run: RunDirectory, progress: bool = True) -> Dict
         method_info.update(qat.info)
     else:
         quantize(full_int8)
-        method_info["calibration"] = {"split": "train", "images": sum(len(b) for b in batches),
-                                      "method": q.CALIBRATION.METHOD, "seed": cfg.SEED,
-                                      **({"percentile": q.CALIBRATION.PERCENTILE}
-                                         if q.CALIBRATION.METHOD == "percentile" else {})}
-    candidate = full_int8
+    candidate, fallback_info = full_int8, {"used": False}
     first, passed = judge(full_int8)
-    fallback_info: Dict[str, object] = {"used": False}
     if not passed and q.FALLBACK.ENABLED and plan.method == "ptq":
-        logger.warning("INT8 model fails its gates (%s): measuring per-layer sensitivity for the FP32 fallback",
-                       {k: round(v, 4) for k, v in first.items()})
-        ranking = layer_sensitivity(prepared, quantize, judge, fp32[0].result.metrics["mAP"], workdir, progress)
-        outcome = accuracy_aware_fallback(ranking, quantize, judge, os.path.join(workdir, "int8_fallback.onnx"),
-                                          q.FALLBACK.MAX_FP32_LAYERS)
-        fallback_info = {"used": True, "sensitivity": [s.to_dict() for s in ranking],
-                         "tried": outcome.tried if outcome else [], "full_int8": first}
-        if outcome is not None:
-            candidate = outcome.path
-            fallback_info["fp32_layers"] = outcome.fp32_layers
+        fallback_path, fallback_info = _fallback(cfg, prepared, quantize, judge, fp32[0].result.metrics["mAP"],
+                                                 workdir, first, progress)
+        candidate = fallback_path or full_int8
     int8 = [evaluate_cached(evaluator, OrtEmbedder(candidate), im) for im in images]
     payload = metrics_payload([e.result for e in int8], SHIPPED)
     payload.update(quantization_parity(fp32[0], int8[0], cfg.TEST.METRIC))
     payload["fp32"] = metrics_payload([e.result for e in fp32], FP32_FILE)
-    for name in ("teacher", "fake_quant"):
-        if name in references:
-            payload[name] = references[name]
+    payload.update({name: references[name] for name in ("teacher", "fake_quant") if name in references})
     if plan.source is not None:
         payload["source"] = {"run": plan.source.label, **summary_of(_source_metrics(plan.source.folder))}
-    latency = {"int8": _latency(cfg, candidate, plan.input_size), "fp32": _latency(cfg, fp32_path, plan.input_size)}
-    if fallback_info["used"] and candidate != full_int8:
-        latency["int8_without_fallback"] = _latency(cfg, full_int8, plan.input_size)
-    latency["speedup_batch1"] = round(latency["fp32"]["batch1"]["ms_p50"] / latency["int8"]["batch1"]["ms_p50"], 2)
-    latency["speedup_batch32"] = round(latency["fp32"]["batch32"]["ms_p50"] / latency["int8"]["batch32"]["ms_p50"], 2)
+    latency = _latency_report(cfg, candidate, fp32_path, full_int8, plan.input_size)
     payload.update({"export_parity": export_parity, "quantization": method_info, "fallback": fallback_info,
                     "latency": latency, "size_bytes": {"fp32": os.path.getsize(fp32_path),
                                                        "int8": os.path.getsize(candidate)}})
     decisions = check_gates(cfg.TEST.GATES, payload, references)
     accepted = all(d.passed for d in decisions)
-    artifact = run.file(SHIPPED if accepted else REJECTED)
-    for stale in (run.file(SHIPPED), run.file(REJECTED)):
-        if os.path.exists(stale):
-            os.remove(stale)
-    os.replace(candidate, artifact)
+    artifact = _ship(run, candidate, accepted)
     payload["artifact"] = os.path.basename(artifact)
-    card = build_model_card(artifact, plan.input_size,
-                            {"int8": summary(int8[0].result), "fp32": summary(fp32[0].result),
-                             **({"teacher": references["teacher"]} if "teacher" in references else {})},
-                            [d.to_dict() for d in decisions], accepted, latency, method_info,
-                            plan.source.label if plan.source else plan.onnx_source)
-    write_model_card(run.file(CARD_FILE), card)
+    card_metrics = {"int8": summary(int8[0].result), "fp32": summary(fp32[0].result),
+                    **({"teacher": references["teacher"]} if "teacher" in references else {})}
+    write_model_card(run.file(CARD_FILE), build_model_card(
+        artifact, plan.input_size, card_metrics, [d.to_dict() for d in decisions], accepted, latency, method_info,
+        plan.source.label if plan.source else plan.onnx_source))
     write_plots(int8[0].result, run.file("plots"), "INT8", cfg.TEST.WORST_QUERIES)
     shutil.rmtree(workdir, ignore_errors=True)
     logger.info("INT8 %s: mAP %.2f (FP32 %.2f), cosine mean %.4f, top-10 overlap %.1f%%, %.2fx faster at batch 1",
