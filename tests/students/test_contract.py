@@ -184,24 +184,20 @@ def test_onnx_export_matches_pytorch(name, overrides, exported):
     np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=0)
 
 
-def _prune_cases():
-    # IBN-a splits channels between an InstanceNorm and a BatchNorm; Torch-Pruning 1.6 sees the split but
-    # not the BatchNorm half (it traces IBN's internals as functional ops), so one step leaves the BN
-    # with the wrong width. Needs an IBN-aware pruner (or those convs ignored) in the prune adapter.
-    ibn_a = pytest.mark.xfail(strict=True, reason="Torch-Pruning cannot prune IBN-a's split (see comment)")
-    return [pytest.param(*case.values, id=case.id, marks=ibn_a)
-            if case.values[0] == "build_resnet_backbone" and case.values[1].get("WITH_IBN") else case
-            for case in CASES]
-
-
-@pytest.mark.parametrize("name, overrides", _prune_cases())
+@pytest.mark.parametrize("name, overrides", CASES)
 def test_one_pruning_step_keeps_embedding_dim(name, overrides):
+    # IBN-a splits channels between an InstanceNorm and a BatchNorm; Torch-Pruning alone traces into the split
+    # and never reaches the BatchNorm half, so IBN is traced as a leaf and pruned by compressreid's IBNPruner.
+    from compressreid.prune.ibn import customized_pruners, trace_ibn_as_leaf
+
     model = build(name, overrides)
     dim = model.embedding_dim
     before = sum(p.numel() for p in model.parameters())
-    pruner = tp.pruner.MagnitudePruner(
-        model, images(1), importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=0.25,
-        ignored_layers=[model.heads])  # BNNeck (and classifier): the embedding dimension is the interface
+    with trace_ibn_as_leaf(model):  # the dependency graph is traced when the pruner is built
+        pruner = tp.pruner.MagnitudePruner(
+            model, images(1), importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=0.25,
+            ignored_layers=[model.heads],  # BNNeck (and classifier): the embedding dimension is the interface
+            customized_pruners=customized_pruners())
     pruner.step()
     with torch.no_grad():
         out = model(images(2))
