@@ -99,9 +99,11 @@ def check_quantize_inputs(cfg: CfgNode) -> QuantPlan:
     else:
         source = resolve_source(q.SOURCE, cfg, "QUANT.SOURCE")
         plan = QuantPlan(q.METHOD, source, "", list(source.config.INPUT.SIZE_TEST), references)
-        teacher = _source_metrics(source.folder).get("teacher")
-        if isinstance(teacher, dict):
-            plan.references["teacher"] = _numbers(teacher)
+        measured = _source_metrics(source.folder)
+        if measured:  # what the source stage measured (gate reference ``source``, and ``source_mAP_delta``)
+            plan.references["source"] = _numbers(measured)
+        if isinstance(measured.get("teacher"), dict):
+            plan.references["teacher"] = _numbers(measured["teacher"])
     check_gate_rules(cfg.TEST.GATES, ["fp32", *plan.references, *(["fake_quant"] if q.METHOD == "qat" else [])])
     return plan
 
@@ -118,12 +120,19 @@ class _Judge:
     """Evaluates an INT8 candidate on the first test set against the FP32 model and checks the gates."""
 
     def __init__(self, cfg: CfgNode, evaluator: ReIDEvaluator, images, fp32: Embedded,
-                 references: Dict[str, Dict[str, float]]):
+                 references: Dict[str, Dict[str, float]], fixed: Dict[str, float]):
         self.cfg, self.evaluator, self.images, self.fp32, self.references = cfg, evaluator, images, fp32, references
+        self.fixed = fixed  # metrics of the FP32 source, the same for every INT8 candidate (source_mAP_delta)
 
     def metrics(self, path: str) -> Dict[str, float]:
         int8 = evaluate_cached(self.evaluator, OrtEmbedder(path), self.images)
-        return {**_numbers(int8.result.metrics), **quantization_parity(self.fp32, int8, self.cfg.TEST.METRIC)}
+        return {**_numbers(int8.result.metrics), **quantization_parity(self.fp32, int8, self.cfg.TEST.METRIC),
+                **self.fixed}
+
+    def fails_on_fixed(self, metrics: Dict[str, float]) -> bool:
+        """A failed rule no INT8 variant can change (the FP32 source is not the model handed over)."""
+        decisions = check_gates(self.cfg.TEST.GATES, metrics, self.references)
+        return any(not d.passed and d.metric in self.fixed for d in decisions)
 
     def __call__(self, path: str):
         metrics = self.metrics(path)
@@ -220,7 +229,12 @@ def run_quantize(cfg: CfgNode, run: RunDirectory, progress: bool = True) -> Dict
     prepared = preprocess(fp32_path, os.path.join(workdir, "prepared.onnx"))
     quantize = ptq_quantizer(prepared, batches, q.CALIBRATION.METHOD, q.PER_CHANNEL, q.CALIBRATION.PERCENTILE,
                              q.ACTIVATION_TYPE)
-    judge = _Judge(eval_cfg, evaluator, images[0], fp32[0], references)
+    fixed = {}
+    if "mAP" in plan.references.get("source", {}):
+        # the FP32 export of the model loaded here, scored by the same evaluator on the same data, must reproduce
+        # what the source stage measured: otherwise this is not the model that stage handed over
+        fixed["source_mAP_delta"] = abs(fp32[0].result.metrics["mAP"] - plan.references["source"]["mAP"])
+    judge = _Judge(eval_cfg, evaluator, images[0], fp32[0], references, fixed)
     method_info = _method_info(cfg, batches)
     full_int8 = os.path.join(workdir, "int8_full.onnx")
     if plan.method == "qat":
@@ -233,7 +247,7 @@ def run_quantize(cfg: CfgNode, run: RunDirectory, progress: bool = True) -> Dict
         quantize(full_int8)
     candidate, fallback_info = full_int8, {"used": False}
     first, passed = judge(full_int8)
-    if not passed and q.FALLBACK.ENABLED and plan.method == "ptq":
+    if not passed and q.FALLBACK.ENABLED and plan.method == "ptq" and not judge.fails_on_fixed(first):
         fallback_path, fallback_info = _fallback(cfg, prepared, quantize, judge, fp32[0].result.metrics["mAP"],
                                                  workdir, first, progress)
         candidate = fallback_path or full_int8
@@ -244,6 +258,7 @@ def run_quantize(cfg: CfgNode, run: RunDirectory, progress: bool = True) -> Dict
     payload.update({name: references[name] for name in ("teacher", "fake_quant") if name in references})
     if plan.source is not None:
         payload["source"] = {"run": plan.source.label, **summary_of(_source_metrics(plan.source.folder))}
+    payload.update(fixed)
     latency = _latency_report(cfg, candidate, fp32_path, full_int8, plan.input_size)
     payload.update({"export_parity": export_parity, "quantization": method_info, "fallback": fallback_info,
                     "latency": latency, "size_bytes": {"fp32": os.path.getsize(fp32_path),

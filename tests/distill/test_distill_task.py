@@ -18,14 +18,6 @@ from compressreid.modeling import build_model
 H, W, CLASSES = 64, 32, 5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def model_cfg(width=0.125, size=(H, W), embedding_dim=0, datasets=("Synthetic",)):
     cfg = get_cfg()
     cfg.MODEL.DEVICE = "cpu"

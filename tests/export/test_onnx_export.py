@@ -61,14 +61,6 @@ class MeanNet(nn.Module):
         return self.conv(images / 255.0).mean(dim=(2, 3))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Each family built and exported once (export costs seconds per model); shared by the tests below."""

@@ -17,15 +17,6 @@ from compressreid.modeling.meta_arch.baseline import Baseline
 H, W = 64, 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny inputs: several OpenMP threads per xdist worker oversubscribe the cores and run ~50x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def r18_cfg(**heads):
     cfg = get_cfg()
     cfg.MODEL.BACKBONE.DEPTH = "18x"

@@ -9,7 +9,6 @@ import runpy
 import sys
 
 import pytest
-import torch
 
 from compressreid.cli import run_tool
 from compressreid.config import load_config
@@ -26,14 +25,6 @@ SHARED = [
     "DATALOADER.NUM_WORKERS", "0", "TEST.IMS_PER_BATCH", "64", "TEST.WORST_QUERIES", "2", "MODEL.DEVICE", "cpu",
     "QUANT.BENCHMARK.ITERS", "3", "QUANT.BENCHMARK.THREADS", "1",
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def call_tool(monkeypatch, *args):

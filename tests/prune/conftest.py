@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 
 from compressreid.config import dump_config, get_cfg
 from compressreid.engine.run_dir import RunDirectory
@@ -25,14 +24,6 @@ DATA = [
 # ResNet-18 at an eighth of the width (base 8 channels, 64-channel embedding)
 STUDENT = ["MODEL.BACKBONE.WIDTH", "0.125", "MODEL.BACKBONE.FEAT_DIM", "64"]
 SOURCE_ITERS = 300
-
-
-@pytest.fixture(scope="package", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="package")

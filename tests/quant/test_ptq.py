@@ -23,14 +23,6 @@ SIZE = (32, 16)
 HEAD_OPS = ("ReduceMean", "GlobalAveragePool", "BatchNormalization", "Reshape", "Flatten")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """A tiny ResNet-18 (BNNeck head) exported once and pre-processed once: (fp32 path, prepared path, model)."""

@@ -85,15 +85,6 @@ def _calibrate_norm_statistics(model: torch.nn.Module) -> None:
         norm.momentum = 0.1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny inputs: more OpenMP threads than cores oversubscribe the shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Build each case once and export it to ONNX once (parity and INT8 tests share the file)."""

@@ -13,14 +13,6 @@ from compressreid.students.osnet import OSNetBackbone, osnet_key_map, scaled_cha
 from compressreid.students.osnet_blocks import ChannelGate, OSBlock
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def backbone_cfg(name: str, **keys):
     cfg = get_cfg()
     cfg.MODEL.BACKBONE.NAME = name

@@ -17,14 +17,6 @@ H, W = 64, 32
 STRIPES, STRIPE_DIM = 3, 16
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def haa_cfg(**haa):
     """R50-IBN at width 0.125 (base 8 channels, 256 out): the real layout at a size tests can afford."""
     cfg = get_cfg()

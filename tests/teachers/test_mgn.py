@@ -19,14 +19,6 @@ CLASSES = 5
 FASTREID_ORDER = ["b1_head", "b2_head", "b3_head", "b21_head", "b22_head", "b31_head", "b32_head", "b33_head"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def mgn_cfg(depth="50x", last_stride=1, with_ibn=True, width=0.125):
     cfg = get_cfg()
     cfg.MODEL.META_ARCHITECTURE = "MGN"

@@ -37,14 +37,6 @@ STUDENT = ["MODEL.BACKBONE.WIDTH", "0.125", "MODEL.BACKBONE.FEAT_DIM", "64"]
 TEACHER_DIM = 128  # ResNet-18 at width 0.25
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """A folder with a tiny teacher config whose checkpoint does not exist yet."""
