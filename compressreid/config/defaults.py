@@ -395,6 +395,9 @@ _C.QUANT.CALIBRATION.NUM_IMAGES = 256
 _C.QUANT.CALIBRATION.METHOD = "minmax"
 # Percentile kept by the "percentile" method.
 _C.QUANT.CALIBRATION.PERCENTILE = 99.999
+# Histogram bins of the "percentile" and "entropy" methods (entropy simulates 256-512 quantized levels over them,
+# so it needs many more: with ONNX Runtime's quantize_static default of 128 it degenerates to MinMax).
+_C.QUANT.CALIBRATION.HISTOGRAM_BINS = 2048
 # Images per calibration batch.
 _C.QUANT.CALIBRATION.BATCH_SIZE = 32
 _C.QUANT.FALLBACK = CN()

@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
-from compressreid.quant.ptq import quantize_ptq, weighted_layers
+from compressreid.quant.ptq import calibrate, quantize_ptq, weighted_layers
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +32,14 @@ class LayerSensitivity:
 
 
 def ptq_quantizer(prepared_path: str, batches, method: str, per_channel: bool, percentile: float,
-                  activation_type: str = "uint8") -> Quantizer:
+                  activation_type: str = "uint8", histogram_bins: int = 2048) -> Quantizer:
+    """Calibrates once (the ranges go to a cache beside the graph) and quantizes any subset of layers with them."""
+    cache = calibrate(prepared_path, batches, os.path.splitext(prepared_path)[0] + ".calibration.json", method,
+                      percentile, histogram_bins)
+
     def quantize(out_path: str, exclude: Sequence[str] = (), only: Sequence[str] = ()) -> str:
         return quantize_ptq(prepared_path, out_path, batches, method, per_channel, percentile, exclude, only,
-                            activation_type)
+                            activation_type, histogram_bins, calibration_cache=cache)
     return quantize
 
 

@@ -31,7 +31,8 @@ from compressreid.pipeline.gate import check_gates, raise_if_failed
 from compressreid.quant.calibration import calibration_batches
 from compressreid.quant.compare import Embedded, evaluate_cached, load_test_images, quantization_parity, summary
 from compressreid.quant.fallback import accuracy_aware_fallback, layer_sensitivity, ptq_quantizer
-from compressreid.quant.ptq import check_activation_type, check_calibration_method, preprocess
+from compressreid.quant.ptq import (check_activation_type, check_calibration_method, check_histogram_bins,
+                                    preprocess)
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ def check_quantize_inputs(cfg: CfgNode) -> QuantPlan:
     if q.METHOD not in METHODS:
         raise ConfigError(f"QUANT.METHOD '{q.METHOD}' is unknown; expected one of {METHODS}")
     check_calibration_method(q.CALIBRATION.METHOD)
+    check_histogram_bins(q.CALIBRATION.HISTOGRAM_BINS)
     check_activation_type(q.ACTIVATION_TYPE)
     if q.CALIBRATION.NUM_IMAGES < 1 or q.CALIBRATION.BATCH_SIZE < 1:
         raise ConfigError("QUANT.CALIBRATION.NUM_IMAGES and BATCH_SIZE must be >= 1 (calibration needs training "
@@ -165,7 +167,9 @@ def _method_info(cfg: CfgNode, batches) -> Dict[str, object]:
         info["calibration"] = {"split": "train", "images": sum(len(b) for b in batches),
                                "method": q.CALIBRATION.METHOD, "seed": cfg.SEED,
                                **({"percentile": q.CALIBRATION.PERCENTILE}
-                                  if q.CALIBRATION.METHOD == "percentile" else {})}
+                                  if q.CALIBRATION.METHOD == "percentile" else {}),
+                               **({"histogram_bins": q.CALIBRATION.HISTOGRAM_BINS}
+                                  if q.CALIBRATION.METHOD != "minmax" else {})}
     return info
 
 
@@ -227,8 +231,6 @@ def run_quantize(cfg: CfgNode, run: RunDirectory, progress: bool = True) -> Dict
                                               "cosine_min": 1.0, "top10_overlap": 100.0}}
     batches = calibration_batches(eval_cfg, q.CALIBRATION.NUM_IMAGES, q.CALIBRATION.BATCH_SIZE, cfg.SEED)
     prepared = preprocess(fp32_path, os.path.join(workdir, "prepared.onnx"))
-    quantize = ptq_quantizer(prepared, batches, q.CALIBRATION.METHOD, q.PER_CHANNEL, q.CALIBRATION.PERCENTILE,
-                             q.ACTIVATION_TYPE)
     fixed = {}
     if "mAP" in plan.references.get("source", {}):
         # the FP32 export of the model loaded here, scored by the same evaluator on the same data, must reproduce
@@ -244,6 +246,8 @@ def run_quantize(cfg: CfgNode, run: RunDirectory, progress: bool = True) -> Dict
         references["fake_quant"] = qat.fake_quant_metrics
         method_info.update(qat.info)
     else:
+        quantize = ptq_quantizer(prepared, batches, q.CALIBRATION.METHOD, q.PER_CHANNEL, q.CALIBRATION.PERCENTILE,
+                                 q.ACTIVATION_TYPE, q.CALIBRATION.HISTOGRAM_BINS)  # calibrates once
         quantize(full_int8)
     candidate, fallback_info = full_int8, {"used": False}
     first, passed = judge(full_int8)

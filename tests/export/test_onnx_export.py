@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+import compressreid
 from compressreid.config import get_cfg
 from compressreid.errors import ExportError
 from compressreid.export import onnx_export
@@ -93,6 +94,14 @@ def test_export_passes_the_checker_with_named_dynamic_io(exported):
     assert (channels.dim_value, h.dim_value, w.dim_value) == (3, H, W)
     assert check_embedding_graph(path) == [-1, 3, H, W]
     assert not [f for f in os.listdir(os.path.dirname(path)) if f != "model.onnx"]  # no temporary left behind
+
+
+def test_export_ships_no_debug_metadata(exported):
+    _, path = exported("resnet18_ibn")
+    raw = open(path, "rb").read()
+    source_dir = os.path.dirname(os.path.abspath(compressreid.__file__)).encode()  # where the stack traces point
+    assert b"stack_trace" not in raw and source_dir not in raw
+    assert all(not node.metadata_props for node in onnx.load(path).graph.node)
 
 
 def test_exported_graph_runs_at_batch_1_and_3(exported):

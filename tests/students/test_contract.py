@@ -7,13 +7,13 @@ default config unless ``TINY`` below gives it small settings). Each case is a Ba
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from compressreid.config import get_cfg
+from compressreid.export.onnx_export import export_onnx as compressreid_export_onnx
 from compressreid.modeling import BACKBONES, build_model
 
 onnx = pytest.importorskip("onnx")
@@ -103,14 +103,9 @@ def exported(tmp_path_factory):
 
 
 def export_onnx(model: torch.nn.Module, path: str) -> None:
-    # dynamo=False: the torch.export-based exporter takes ~12 s per tiny model on this CPU and fails to
-    # down-convert its opset-18 graph to opset 17 (ReduceMean axes); the TorchScript exporter takes <1 s
-    with warnings.catch_warnings():
-        # InstanceNorm has no running statistics, so exporting it "with train=True" is the correct graph
-        warnings.filterwarnings("ignore", message=".*instance_norm.*", category=UserWarning)
-        torch.onnx.export(model, (images(),), path, opset_version=17, dynamo=False,
-                          input_names=["images"], output_names=["embedding"],
-                          dynamic_axes={"images": {0: "batch"}, "embedding": {0: "batch"}})
+    """The product's exporter (torch.export-based, opset 18, parity-checked by the quantize tool): every registered
+    backbone must go through the same path a user's INT8 run takes."""
+    compressreid_export_onnx(model, path, (H, W))
 
 
 def ort_session(path: str) -> "ort.InferenceSession":

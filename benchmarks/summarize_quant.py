@@ -1,0 +1,79 @@
+"""Summarise tools/quantize.py run folders as one Markdown table row each (the README's INT8 tables).
+
+    python benchmarks/summarize_quant.py output/q/r18q_s0_ptq_minmax output/q/r18q_s0_qat ...
+
+Every number is read from the run's metrics.json: FP32 and INT8 were measured in the same run, on the same
+query/gallery, and their latencies side by side (so the speed-up is a same-run ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Dict
+
+
+def read_metrics(folder: str) -> Dict[str, object]:
+    with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def method_label(quantization: Dict[str, object]) -> str:
+    if quantization.get("method") == "qat":
+        return f"QAT {quantization.get('iters', '?')} it"
+    calibration = quantization.get("calibration", {})
+    return f"PTQ {calibration.get('method', '?')}"
+
+
+def fallback_cell(metrics: Dict[str, object]) -> str:
+    fallback = metrics.get("fallback", {})
+    if not fallback.get("used"):
+        return "-"
+    kept = len(fallback.get("fp32_layers", []))
+    full = fallback.get("full_int8", {}).get("mAP")
+    before = f"; all-INT8 mAP {full:.2f}" if full is not None else ""
+    latency = metrics.get("latency", {})
+    cost = ""
+    if "int8_without_fallback" in latency:  # same run: what keeping the layers in FP32 cost at batch 1
+        cost = (f"; b1 {latency['int8_without_fallback']['batch1']['ms_p50']:.3f} → "
+                f"{latency['int8']['batch1']['ms_p50']:.3f} ms")
+    return f"{kept} layer{'s' if kept != 1 else ''} FP32{before}{cost}"
+
+
+def row(folder: str) -> str:
+    m = read_metrics(folder)
+    fp32, int8 = m["fp32"]["mAP"], m["mAP"]
+    latency = m.get("latency", {})
+    size = m.get("size_bytes", {})
+    fake = f" (fake-quant {m['fake_quant']['mAP']:.2f})" if isinstance(m.get("fake_quant"), dict) else ""
+    cells = [
+        os.path.basename(folder.rstrip("/")),
+        method_label(m.get("quantization", {})),
+        f"{fp32:.2f}",
+        f"{int8:.2f} ({int8 - fp32:+.2f}){fake}",
+        f"{m['rank1']:.2f}",
+        f"{m['cosine_mean']:.3f} / {m['cosine_min']:.3f}",
+        f"{m['top10_overlap']:.1f}",
+        f"{latency.get('speedup_batch1', float('nan')):.2f}× / {latency.get('speedup_batch32', float('nan')):.2f}×",
+        f"{size.get('fp32', 0) / 1e6:.2f} → {size.get('int8', 0) / 1e6:.2f} MB",
+        fallback_cell(m),
+        "yes" if m.get("accepted") else "**rejected**",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", help="tools/quantize.py OUTPUT_DIR folders")
+    args = parser.parse_args()
+    print("| run | method | FP32 mAP | INT8 mAP (Δ) | INT8 Rank-1 | cosine mean / min | top-10 overlap "
+          "| speed-up b1 / b32 | size | fallback | accepted |")
+    print("|" + " --- |" * 11)
+    for folder in args.folders:
+        if os.path.isfile(os.path.join(folder, "metrics.json")):
+            print(row(folder))
+
+
+if __name__ == "__main__":
+    main()
