@@ -21,7 +21,7 @@ def read_metrics(folder: str) -> Dict[str, object]:
 
 def method_label(quantization: Dict[str, object]) -> str:
     if quantization.get("method") == "qat":
-        return f"QAT {quantization.get('iters', '?')} it"
+        return f"QAT {quantization.get('qat', {}).get('iters', '?')} it"
     calibration = quantization.get("calibration", {})
     return f"PTQ {calibration.get('method', '?')}"
 

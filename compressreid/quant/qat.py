@@ -22,6 +22,8 @@ from compressreid.engine.source_run import SourceRun, load_source_model
 from compressreid.engine.trainer import fit
 from compressreid.errors import ConfigError
 from compressreid.export.onnx_export import export_onnx
+from compressreid.export.ort_model import OrtEmbedder
+from compressreid.export.parity import embedding_parity
 from compressreid.quant.compare import evaluate_cached, summary
 from compressreid.quant.fake_quant import ActivationQuantizer, ExportConv2d, QATConv2d, qdq_translations
 
@@ -183,8 +185,12 @@ def run_qat(cfg: CfgNode, eval_cfg: CfgNode, source: SourceRun, fp32_model: nn.M
     logger.info("QAT fake-quant model (PyTorch): %s", fake_quant)
     exported = freeze_for_export(student)
     export_onnx(exported, out_path, eval_cfg.INPUT.SIZE_TEST, max(cfg.QUANT.OPSET, 18), qdq_translations())
+    # how far ONNX Runtime's integer kernels land from the PyTorch integer model (requantization rounding only)
+    ort_parity = embedding_parity(exported, OrtEmbedder(out_path), judge.images.q_images[:64]).to_dict()
+    logger.info("QAT export vs ONNX Runtime: min cosine %.5f, mean %.5f", ort_parity["cosine_min"],
+                ort_parity["cosine_mean"])
     info = {"qat": {"iters": q.ITERS, "base_lr": q.BASE_LR, "freeze_bn_iter": q.FREEZE_BN_ITER,
                     "freeze_observer_iter": q.FREEZE_OBSERVER_ITER, "teachers": list(derived.DISTILL.TEACHERS.CONFIGS),
-                    "losses": list(derived.DISTILL.LOSSES.NAME)},
+                    "losses": list(derived.DISTILL.LOSSES.NAME), "ort_parity": ort_parity},
             "calibration": {"split": "train", "images": sum(len(b) for b in batches), "method": "minmax (init)"}}
     return QATOutcome(fake_quant, info)
