@@ -6,6 +6,7 @@ replayed on it, and the weights loaded strictly: a pruned model is never unpickl
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Optional
@@ -16,6 +17,7 @@ from yacs.config import CfgNode
 from compressreid.checkpoint import load_checkpoint, load_state_dict_checked, read_checkpoint
 from compressreid.config import load_config
 from compressreid.engine.resume import FINAL_MODEL
+from compressreid.engine.run_dir import STATUS_FILE
 from compressreid.errors import CheckpointError, ConfigError
 from compressreid.modeling import build_model
 
@@ -43,17 +45,35 @@ class SourceRun:
         return self.folder or self.weights
 
 
-def resolve_source(entry: str, cfg: CfgNode, key: str) -> SourceRun:
+def _run_status(folder: str) -> str:
+    """The run's recorded outcome; folders written by other tools (e.g. fast-reid) have none."""
+    path = os.path.join(folder, STATUS_FILE)
+    if not os.path.isfile(path):
+        return ""
+    with open(path, encoding="utf-8") as handle:
+        return str(json.load(handle).get("status", ""))
+
+
+def resolve_source(entry: str, cfg: CfgNode, key: str, require_accepted: bool = True) -> SourceRun:
     """``entry`` (a run folder, e.g. PRUNE.SOURCE) or, when empty, ``cfg`` itself with its MODEL.WEIGHTS.
 
+    Args:
+        require_accepted: refuse a compressreid run folder whose own gates rejected it (or that never finished):
+            compressing it would ship a model its stage already refused. The report, which shows rejected
+            stages too, passes False.
+
     Raises:
-        ConfigError: the folder has no config.yaml, or no checkpoint is named.
+        ConfigError: the folder has no config.yaml, was not accepted, or no checkpoint is named.
         CheckpointError: the checkpoint file is missing.
     """
     if entry:
         config_path = os.path.join(entry, RUN_CONFIG)
         if not os.path.isdir(entry) or not os.path.isfile(config_path):
             raise ConfigError(f"{key}: '{entry}' is not a run folder (expected {RUN_CONFIG} and {FINAL_MODEL} in it)")
+        status = _run_status(entry)
+        if require_accepted and status not in ("", "accepted"):
+            raise ConfigError(f"{key}: the run in '{entry}' is '{status}' ({STATUS_FILE}), not accepted: its own gates "
+                              "refused it (or it did not finish); name an accepted run")
         source = SourceRun(load_config(config_path), os.path.join(entry, FINAL_MODEL), entry)
     else:
         if not cfg.MODEL.WEIGHTS:

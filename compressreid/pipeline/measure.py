@@ -53,7 +53,7 @@ def measure_stage(stage: Stage, cfg: CfgNode, folder: str, latency: bool = True)
     try:
         from compressreid.engine.source_run import load_source_model, resolve_source
 
-        source = resolve_source(stage.fp32_model(cfg, folder), cfg, f"{stage.name} model")
+        source = resolve_source(stage.fp32_model(cfg, folder), cfg, f"{stage.name} model", require_accepted=False)
         model, input_size = load_source_model(source), list(source.config.INPUT.SIZE_TEST)
         out.update(_count(model, input_size))
     except Exception as exc:  # noqa: BLE001

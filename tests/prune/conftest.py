@@ -39,4 +39,5 @@ def source_run(tmp_path_factory):
     run = RunDirectory(cfg.OUTPUT_DIR).start(cfg, "train_teacher")
     train_supervised(cfg, run, progress=False)
     dump_config(cfg, run.file("config.yaml"))
+    run.finish({})  # accepted (no gates): later stages refuse runs that are not
     return work, run.path

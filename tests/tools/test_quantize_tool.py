@@ -212,6 +212,16 @@ def _garbage(tmp_path):
     return ["QUANT.SOURCE", str(tmp_path / "garbage.onnx")]
 
 
+def _rejected_source(tmp_path):
+    """A run folder whose own gates refused it (a pruned model that lost too much): not to be compressed further."""
+    source = tmp_path / "rejected_source"
+    source.mkdir()
+    dump_config(get_cfg(), str(source / "config.yaml"))
+    (source / "model_final.pth").write_bytes(b"")
+    (source / "status.json").write_text(json.dumps({"status": "rejected"}))
+    return ["QUANT.SOURCE", str(source)]
+
+
 BAD_INPUT = {
     "missing_source": (lambda t: ["QUANT.SOURCE", str(t / "no_such_run")], "is not a run folder"),
     "no_calibration_images": (lambda t: ["QUANT.CALIBRATION.NUM_IMAGES", "0"], "NUM_IMAGES"),
@@ -227,6 +237,7 @@ BAD_INPUT = {
     "unknown_reference": (lambda t: ["TEST.GATES", '("mAP >= teacher - 1",)'],
                           "names reference 'teacher'; available: fp32"),
     "onnx_unloadable": (_garbage, "garbage.onnx"),
+    "rejected_source_run": (_rejected_source, "is 'rejected' (status.json), not accepted"),
     "onnx_unsupported_operator": (lambda t: ["QUANT.SOURCE", write_graph(t / "op.onnx", *SIZE,
                                                                          op=("Frobnicate", "com.example"))],
                                   "Frobnicate"),
