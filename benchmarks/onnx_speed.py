@@ -11,7 +11,6 @@ together with the parameters and MACs its prune run recorded, when there is one.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 from typing import Dict, List, Optional, Tuple
@@ -19,6 +18,7 @@ from typing import Dict, List, Optional, Tuple
 import onnx
 
 from compressreid.export.latency import measure_latency
+from summarize_runs import read_metrics  # benchmarks/ is the script directory, first on sys.path
 
 
 def int8_file(folder: str) -> Optional[str]:
@@ -35,13 +35,10 @@ def input_size(path: str) -> Tuple[int, int]:
 
 def prune_record(folder: str) -> Dict[str, float]:
     """Parameters and MACs of the source, when the source is a tools/prune.py run (its metrics.json)."""
-    with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as handle:
-        source = json.load(handle).get("source", {}).get("run", "")
-    path = os.path.join(source, "metrics.json")
-    if not source or not os.path.isfile(path):
+    source = read_metrics(folder).get("source", {}).get("run", "")
+    if not source or not os.path.isfile(os.path.join(source, "metrics.json")):
         return {}
-    with open(path, encoding="utf-8") as handle:
-        pruning = json.load(handle).get("pruning", {})
+    pruning = read_metrics(source).get("pruning", {})
     return {"params": pruning.get("params_after"), "macs": pruning.get("macs_after")}
 
 

@@ -9,14 +9,10 @@ query/gallery, and their latencies side by side (so the speed-up is a same-run r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Dict
 
-
-def read_metrics(folder: str) -> Dict[str, object]:
-    with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as handle:
-        return json.load(handle)
+from summarize_runs import read_metrics  # benchmarks/ is the script directory, first on sys.path
 
 
 def method_label(quantization: Dict[str, object]) -> str:

@@ -7,6 +7,7 @@ anything that looks like a finished one.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from typing import Dict, Optional, Sequence
@@ -18,6 +19,15 @@ from compressreid.engine.io import atomic_write_json
 
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.json"
+
+
+def read_status(folder: str) -> str:
+    """A run folder's recorded outcome ("running", "accepted", ...); "" for folders other tools wrote."""
+    path = os.path.join(folder, STATUS_FILE)
+    if not os.path.isfile(path):
+        return ""
+    with open(path, encoding="utf-8") as handle:
+        return str(json.load(handle).get("status", ""))
 
 
 class RunDirectory:

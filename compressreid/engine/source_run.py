@@ -6,7 +6,6 @@ replayed on it, and the weights loaded strictly: a pruned model is never unpickl
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Optional
@@ -17,7 +16,7 @@ from yacs.config import CfgNode
 from compressreid.checkpoint import load_checkpoint, load_state_dict_checked, read_checkpoint
 from compressreid.config import load_config
 from compressreid.engine.resume import FINAL_MODEL
-from compressreid.engine.run_dir import STATUS_FILE
+from compressreid.engine.run_dir import STATUS_FILE, read_status
 from compressreid.errors import CheckpointError, ConfigError
 from compressreid.modeling import build_model
 
@@ -45,15 +44,6 @@ class SourceRun:
         return self.folder or self.weights
 
 
-def _run_status(folder: str) -> str:
-    """The run's recorded outcome; folders written by other tools (e.g. fast-reid) have none."""
-    path = os.path.join(folder, STATUS_FILE)
-    if not os.path.isfile(path):
-        return ""
-    with open(path, encoding="utf-8") as handle:
-        return str(json.load(handle).get("status", ""))
-
-
 def resolve_source(entry: str, cfg: CfgNode, key: str, require_accepted: bool = True) -> SourceRun:
     """``entry`` (a run folder, e.g. PRUNE.SOURCE) or, when empty, ``cfg`` itself with its MODEL.WEIGHTS.
 
@@ -70,7 +60,7 @@ def resolve_source(entry: str, cfg: CfgNode, key: str, require_accepted: bool = 
         config_path = os.path.join(entry, RUN_CONFIG)
         if not os.path.isdir(entry) or not os.path.isfile(config_path):
             raise ConfigError(f"{key}: '{entry}' is not a run folder (expected {RUN_CONFIG} and {FINAL_MODEL} in it)")
-        status = _run_status(entry)
+        status = read_status(entry)
         if require_accepted and status not in ("", "accepted"):
             raise ConfigError(f"{key}: the run in '{entry}' is '{status}' ({STATUS_FILE}), not accepted: its own gates "
                               "refused it (or it did not finish); name an accepted run")

@@ -35,14 +35,14 @@ def _default_opset(path: str) -> int:
     return next(o.version for o in onnx.load(path, load_external_data=False).opset_import if o.domain in ("", "ai.onnx"))
 
 
-def _strip_node_metadata(path: str) -> None:
+def _strip_node_metadata(program) -> None:
     """Drop the exporter's per-node debug metadata (Python stack traces with this machine's source paths, FX node
-    text, module scopes): it is 75 % of a QAT OSNet file (3.5 of 4.6 MB) and leaks local paths into shipped
-    models. Node names, which quantization and fallback refer to, are kept."""
-    model = onnx.load(path)
-    for node in model.graph.node:
-        del node.metadata_props[:]
-    onnx.save(model, path)
+    text, module scopes) before saving: it is 75 % of a QAT OSNet file (3.5 of 4.6 MB) and leaks local paths into
+    shipped models. Node names, which quantization and fallback refer to, are kept."""
+    graphs = [program.model.graph, *program.model.functions.values()]
+    for graph in graphs:
+        for node in graph.all_nodes():
+            node.metadata_props.clear()
 
 
 def export_onnx(model: nn.Module, path: str, input_size: Sequence[int], opset: int = 18,
@@ -82,8 +82,8 @@ def export_onnx(model: nn.Module, path: str, input_size: Sequence[int], opset: i
     handle, tmp = tempfile.mkstemp(prefix=".export-", suffix=".onnx", dir=directory)
     os.close(handle)
     try:
+        _strip_node_metadata(program)
         program.save(tmp)
-        _strip_node_metadata(tmp)
         onnx.checker.check_model(tmp, full_check=True)
         written = _default_opset(tmp)
         if written != opset:  # the exporter keeps its own opset when down-conversion fails (e.g. ReduceMean)

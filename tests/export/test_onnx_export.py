@@ -22,6 +22,8 @@ from compressreid.export.ort_model import OrtEmbedder, check_embedding_graph, or
 from compressreid.export.parity import check_export_parity, embedding_parity
 from compressreid.modeling import build_model
 
+from tiny_models import warm_backbone_norms
+
 H, W = 64, 32
 
 # One tiny case per family the INT8 path must handle: IBN (InstanceNorm), OSNet (depthwise convs, max-pool
@@ -41,14 +43,7 @@ def build_tiny(name: str, overrides: dict) -> nn.Module:
         cfg.MODEL.BACKBONE[key] = value
     cfg.INPUT.SIZE_TEST = [H, W]
     torch.manual_seed(0)
-    model = build_model(cfg, num_classes=0)
-    norms = [m for m in model.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for norm in norms:
-        norm.momentum = None
-    model.backbone.train()
-    with torch.no_grad():
-        model.backbone(model.preprocess(example_images((H, W), 8, seed=5)))
-    return model.eval()
+    return warm_backbone_norms(build_model(cfg, num_classes=0), (H, W))
 
 
 class MeanNet(nn.Module):

@@ -20,6 +20,8 @@ from compressreid.modeling import build_model
 from compressreid.quant.ptq import (ACTIVATION_TYPES, CALIBRATION_METHODS, calibrate, preprocess, quantize_ptq,
                                     weighted_layers)
 
+from tiny_models import warm_backbone_norms
+
 SIZE = (32, 16)
 HEAD_OPS = ("ReduceMean", "GlobalAveragePool", "BatchNormalization", "Reshape", "Flatten")
 
@@ -32,14 +34,7 @@ def prepared(tmp_path_factory):
     cfg.MODEL.BACKBONE.WIDTH = 0.125
     cfg.INPUT.SIZE_TEST = list(SIZE)
     torch.manual_seed(0)
-    model = build_model(cfg, num_classes=0)
-    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for norm in norms:
-        norm.momentum = None  # one batch's statistics: activations at a trained model's scale
-    model.backbone.train()
-    with torch.no_grad():
-        model.backbone(model.preprocess(example_images(SIZE, 8, seed=5)))
-    model.eval()
+    model = warm_backbone_norms(build_model(cfg, num_classes=0), SIZE)
     folder = tmp_path_factory.mktemp("ptq")
     fp32 = export_onnx(model, str(folder / "fp32.onnx"), SIZE)
     return fp32, preprocess(fp32, str(folder / "prepared.onnx")), model

@@ -16,6 +16,8 @@ from compressreid.config import get_cfg
 from compressreid.export.onnx_export import export_onnx as compressreid_export_onnx
 from compressreid.modeling import BACKBONES, build_model
 
+from tiny_models import warm_backbone_norms
+
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 tp = pytest.importorskip("torch_pruning")
@@ -65,24 +67,7 @@ def build(name: str, overrides: dict) -> torch.nn.Module:
         cfg.MODEL.BACKBONE[key] = value
     cfg.INPUT.SIZE_TEST = [H, W]
     torch.manual_seed(0)
-    model = build_model(cfg, num_classes=0)
-    _calibrate_norm_statistics(model)
-    return model.eval()
-
-
-def _calibrate_norm_statistics(model: torch.nn.Module) -> None:
-    # Fresh BNs are identities and let activations grow to ~1e2, where float32 rounding alone exceeds the
-    # 1e-4 parity bound; one batch's statistics give the unit-scale features of a trained backbone. The
-    # BNNeck keeps its identity statistics: on noise images pooled features barely vary, and a BNNeck fit
-    # to them would amplify rounding by ~100x (real images do not have that problem).
-    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for norm in norms:
-        norm.momentum = None  # cumulative average: after one batch the statistics are that batch's
-    model.backbone.train()
-    with torch.no_grad():
-        model.backbone(model.preprocess(images(8, seed=5)))
-    for norm in norms:
-        norm.momentum = 0.1
+    return warm_backbone_norms(build_model(cfg, num_classes=0), (H, W))
 
 
 @pytest.fixture(scope="module")

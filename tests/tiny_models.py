@@ -1,0 +1,27 @@
+"""Shared helpers for tests that build tiny untrained models (importable: pytest puts tests/ on sys.path for
+the suite-wide conftest.py)."""
+
+from typing import Sequence
+
+import torch
+
+from compressreid.export.onnx_export import example_images
+
+
+def warm_backbone_norms(model: torch.nn.Module, input_size: Sequence[int]) -> torch.nn.Module:
+    """Give the backbone's BatchNorms one batch's statistics, as a trained backbone has.
+
+    Fresh BNs are identities and let activations grow to ~1e2, where float32 rounding alone exceeds the 1e-4
+    ONNX parity bound; one batch's statistics give unit-scale features. The BNNeck keeps its identity
+    statistics: on noise images pooled features barely vary, and a BNNeck fit to them would amplify rounding
+    by ~100x (real images do not have that problem). Returns the model in eval mode.
+    """
+    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.momentum = None  # cumulative average: after one batch the statistics are that batch's
+    model.backbone.train()
+    with torch.no_grad():
+        model.backbone(model.preprocess(example_images(input_size, 8, seed=5)))
+    for norm in norms:
+        norm.momentum = 0.1
+    return model.eval()
