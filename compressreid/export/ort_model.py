@@ -13,14 +13,18 @@ from torch import nn
 from compressreid.errors import ExportError
 
 
-def ort_session(path: str, threads: int = 0) -> ort.InferenceSession:
+def ort_session(path: str, threads: int = 0, optimized: bool = True) -> ort.InferenceSession:
     """A CPU session with all graph optimisations (QDQ pairs become INT8 kernels); ``threads`` 0 = ORT default.
+
+    ``optimized=False`` runs every node as written (each QuantizeLinear / DequantizeLinear on its own): the graph's
+    ONNX semantics, the reference that ONNX Runtime's fused integer kernels are compared with.
 
     Raises:
         ExportError: the file is not a model ONNX Runtime can load (e.g. an unsupported operator).
     """
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
@@ -68,11 +72,11 @@ class OrtEmbedder(nn.Module):
     It has no parameters; the evaluator's ``.to(device)`` and ``.eval()`` are no-ops for it (CPU only).
     """
 
-    def __init__(self, path: str, threads: int = 0):
+    def __init__(self, path: str, threads: int = 0, optimized: bool = True):
         super().__init__()
         self.path = path
         self.input_shape = check_embedding_graph(path)
-        self.session = ort_session(path, threads)
+        self.session = ort_session(path, threads, optimized)
         self.input_name = self.session.get_inputs()[0].name
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

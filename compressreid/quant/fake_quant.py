@@ -85,6 +85,9 @@ class QATConv2d(nn.Module):
         self.bn_frozen = bn is None
         self.input_quant = ActivationQuantizer(unsigned=unsigned)
         self.output_quant = ActivationQuantizer(unsigned=unsigned)
+        # True when the input is another QATConv2d's output: input_quant is then that conv's output_quant and the
+        # tensor is already on its grid (see qat.share_chained_quantizers)
+        self.input_prequantized = False
 
     def folded(self):
         """(weight, bias) with the BN folded in, from its running statistics."""
@@ -109,7 +112,8 @@ class QATConv2d(nn.Module):
         return F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.input_quant(x)
+        if not self.input_prequantized:
+            x = self.input_quant(x)
         if self.training and not self.bn_frozen:
             self._update_bn(x)
         weight, bias = self.folded()
@@ -166,9 +170,11 @@ class ExportConv2d(nn.Module):
         self.stride, self.padding, self.dilation, self.groups = (qat.conv.stride, qat.conv.padding,
                                                                  qat.conv.dilation, qat.conv.groups)
         self.input_quant, self.output_quant = qat.input_quant, qat.output_quant
+        self.input_prequantized = qat.input_prequantized
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.input_quant(x)
+        if not self.input_prequantized:
+            x = self.input_quant(x)
         weight = dequantize_per_channel(self.weight_int8, self.weight_scale)
         bias = dequantize_per_channel(self.bias_int32, self.bias_scale)
         return self.output_quant(F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups))

@@ -30,6 +30,16 @@ from compressreid.quant.fake_quant import ActivationQuantizer, ExportConv2d, QAT
 logger = logging.getLogger(__name__)
 
 
+def _trace(model: nn.Module, images: torch.Tensor, handles) -> None:
+    """One eval-mode forward without gradients for the given hooks, which are removed afterwards."""
+    try:
+        with torch.no_grad():
+            model.eval()(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def conv_bn_pairs(model: nn.Module, images: torch.Tensor) -> List[Tuple[str, Optional[str]]]:
     """Every Conv2d with the BatchNorm2d that directly consumes its output (None when there is none).
 
@@ -51,14 +61,8 @@ def conv_bn_pairs(model: nn.Module, images: torch.Tensor) -> List[Tuple[str, Opt
         if conv is not None and pairs.get(conv) is None:
             pairs[conv] = names[module]
 
-    handles = [m.register_forward_hook(on_conv if isinstance(m, nn.Conv2d) else on_bn)
-               for m in model.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
-    try:
-        with torch.no_grad():
-            model.eval()(images)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _trace(model, images, [m.register_forward_hook(on_conv if isinstance(m, nn.Conv2d) else on_bn)
+                           for m in model.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))])
     return list(pairs.items())
 
 
@@ -73,7 +77,41 @@ def prepare_qat(model: nn.Module, images: torch.Tensor, unsigned: bool = True) -
         model.set_submodule(conv_name, QATConv2d(model.get_submodule(conv_name), bn, unsigned))
         if bn_name:
             model.set_submodule(bn_name, nn.Identity())
+    share_chained_quantizers(model, images)
     return model
+
+
+def share_chained_quantizers(model: nn.Module, images: torch.Tensor) -> List[str]:
+    """Where a QATConv2d reads another one's output unchanged, quantize that tensor once: the reader takes the
+    writer's output quantizer as its input quantizer and does not re-quantize. Returns the readers' names.
+
+    Why: two quantizers in a row (writer's output, reader's input) give the exported graph a Q->DQ->Q->DQ chain
+    with two scales. ONNX Runtime's DoubleQDQPairsRemover merges such a chain into one pair with a third scale,
+    so what runs is no longer what was trained: one such pair in MobileNetV3-small moved the embeddings to
+    cosine 0.94 from the trained model.
+    """
+    writers: Dict[int, Tuple[QATConv2d, int]] = {}
+    readers: Dict[QATConv2d, QATConv2d] = {}
+    keep: List[torch.Tensor] = []  # holds the traced tensors so their ids stay unique during the trace
+
+    def on_output(module, inputs, output):
+        keep.append(output)
+        writers[id(output)] = (module, output._version)
+
+    def on_input(module, inputs):
+        # same tensor *and* same version: an in-place op in between (ReLU(inplace=True)) bumps the version,
+        # and a tensor changed after its writer's quantizer needs the reader's own
+        writer, version = writers.get(id(inputs[0]), (None, -1))
+        if writer is not None and inputs[0]._version == version:
+            readers.setdefault(module, writer)
+
+    convs = [m for m in model.modules() if isinstance(m, QATConv2d)]
+    _trace(model, images, [m.register_forward_hook(on_output) for m in convs]
+           + [m.register_forward_pre_hook(on_input) for m in convs])
+    names = {module: name for name, module in model.named_modules()}
+    for reader, writer in readers.items():
+        reader.input_quant, reader.input_prequantized = writer.output_quant, True
+    return sorted(names[r] for r in readers)
 
 
 def quantizers(model: nn.Module) -> List[ActivationQuantizer]:

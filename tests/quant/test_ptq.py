@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import numpy_helper
@@ -176,6 +177,32 @@ def test_excluded_conv_keeps_fp32_weights(prepared, batches, tmp_path):
     assert g.weight_dq(by_name[kept]) is None
     assert g.init[by_name[kept].input[1]].data_type == onnx.TensorProto.FLOAT
     assert all(g.weight_dq(by_name[name]) is not None for name in layers if name != kept)
+
+
+def optimized_by_onnx_runtime(path: str, out_path: str) -> "Graph":
+    """The graph ONNX Runtime actually runs after its basic-level rewrites (where WeightBiasQuantization acts)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = out_path
+    options.log_severity_level = 3
+    ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return Graph(out_path)
+
+
+def test_onnx_runtime_runs_an_excluded_conv_in_fp32(prepared, batches, tmp_path):
+    """An excluded conv fed by a DequantizeLinear would get per-tensor INT8 weights from ONNX Runtime itself
+    (WeightBiasQuantization), undoing the fallback: it must read the float activation instead."""
+    kept = weighted_layers(prepared[1])[5]
+    path = quantize_ptq(prepared[1], str(tmp_path / "ex.onnx"), batches, exclude=[kept])
+    g = Graph(path)
+    conv = {c.name: c for c in g.of_type("Conv")}[kept]
+    assert g.producer[conv.input[0]].op_type not in ("DequantizeLinear", "QuantizeLinear")
+    assert not [n for n in g.nodes if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(out in g.consumers for out in n.output)]  # no dangling Q/DQ left behind
+    onnx.checker.check_model(onnx.load(path))
+    optimized = optimized_by_onnx_runtime(path, str(tmp_path / "optimized.onnx"))
+    ran = {c.name: c for c in optimized.of_type("Conv")}[kept]
+    assert optimized.weight_dq(ran) is None and optimized.init[ran.input[1]].data_type == onnx.TensorProto.FLOAT
 
 
 def test_only_quantizes_a_single_conv(prepared, batches, tmp_path):

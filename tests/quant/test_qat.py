@@ -69,11 +69,29 @@ def test_exported_qdq_graph_reproduces_the_fake_quant_model(name, tmp_path):
     path = export_onnx(frozen, str(tmp_path / "qat.onnx"), (64, 32), 18, qdq_translations())
     ops = [node.op_type for node in onnx.load(path).graph.node]
     assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > ops.count("QuantizeLinear")
+    # each tensor is quantized once: a DQ feeding a Q would be merged by ONNX Runtime into a pair of a third scale
+    graph = onnx.load(path).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    assert not [n.name for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in producers
+                and producers[n.input[0]].op_type == "DequantizeLinear"]
     int8_weights = [t for t in onnx.load(path).graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert len(int8_weights) >= sum(isinstance(m, ExportConv2d) for m in frozen.modules())
     shipped = OrtEmbedder(path)(images)
     cosine = nn.functional.cosine_similarity(shipped, fake_quant).min()
     assert cosine > 0.999  # ORT's integer kernels round a few values differently; nothing more
+
+
+def test_a_conv_reading_a_conv_shares_its_quantizer():
+    """OSNet's LightConv3x3 is a linear 1x1 conv read directly by a depthwise 3x3 conv: one tensor, one quantizer."""
+    model = tiny_model("osnet")
+    prepare_qat(model, example_images((64, 32), 2))
+    readers = [m for m in model.modules() if isinstance(m, QATConv2d) and m.input_prequantized]
+    assert readers and all(isinstance(m.input_quant, ActivationQuantizer) for m in readers)
+    writers = {id(m.output_quant) for m in model.modules() if isinstance(m, QATConv2d)}
+    assert all(id(m.input_quant) in writers for m in readers)
+    resnet = tiny_model("resnet_ibn")
+    prepare_qat(resnet, example_images((64, 32), 2))
+    assert not any(m.input_prequantized for m in resnet.modules() if isinstance(m, QATConv2d))  # ReLU between
 
 
 class _Loop:

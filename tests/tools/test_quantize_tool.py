@@ -133,6 +133,8 @@ def test_accepted_metrics_report_int8_fp32_parity_and_latency(accepted):
     assert -1.0 <= metrics["cosine_min"] <= metrics["cosine_mean"] <= 1.0
     assert 0.0 <= metrics["top10_overlap"] <= 100.0
     assert metrics["export_parity"]["max_rel"] <= 1e-4
+    runtime = metrics["quantization"]["runtime_parity"]  # fused kernels vs the graph's Q/DQ semantics
+    assert runtime["images"] > 0 and 0.99 < runtime["cosine_min"] <= runtime["cosine_mean"] <= 1.0 + 1e-6
     assert metrics["fallback"] == {"used": False}
     for model in ("int8", "fp32"):
         for batch in (1, 32):
