@@ -52,7 +52,8 @@ def _vector_head(cfg: CfgNode, dim: int, num_classes: int) -> EmbeddingHead:
 
 def _build_trunk(cfg: CfgNode, pretrained: bool) -> ResNetBackbone:
     bb = cfg.MODEL.BACKBONE
-    trunk = ResNetBackbone(bb.DEPTH, bb.LAST_STRIDE, bb.NORM, bb.WITH_IBN, bb.WITH_NL, bb.WIDTH)
+    trunk = ResNetBackbone(bb.DEPTH, bb.LAST_STRIDE, bb.NORM, bb.WITH_IBN, bb.WITH_NL, bb.WIDTH,
+                           bb.ZERO_INIT_RESIDUAL)
     pretrain_path = resolve_pretrain_path(cfg) if pretrained else ""
     if pretrain_path:  # both trunks start from ImageNet, as the paper's two ResNet-50s do
         load_pretrained_resnet(trunk, pretrain_path)

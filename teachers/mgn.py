@@ -88,7 +88,8 @@ class MGN(ReIDModel):
         if bb.NAME != "build_resnet_backbone":
             raise ConfigError(f"MGN is built on ResNet stages; MODEL.BACKBONE.NAME must be "
                               f"'build_resnet_backbone', got '{bb.NAME}'")
-        resnet = ResNetBackbone(bb.DEPTH, bb.LAST_STRIDE, bb.NORM, bb.WITH_IBN, with_nl=False, width=bb.WIDTH)
+        resnet = ResNetBackbone(bb.DEPTH, bb.LAST_STRIDE, bb.NORM, bb.WITH_IBN, with_nl=False, width=bb.WIDTH,
+                                zero_init_residual=bb.ZERO_INIT_RESIDUAL)
         pretrain_path = resolve_pretrain_path(cfg) if pretrained else ""
         if pretrain_path:
             load_pretrained_resnet(resnet, pretrain_path)

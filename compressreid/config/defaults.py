@@ -48,6 +48,9 @@ _C.MODEL.BACKBONE.TIMM_NAME = ""
 # Width multiplier: ResNet base channels are 64 * WIDTH (1.0 = the standard ResNet that fast-reid
 # checkpoints use; the CPU-sized synthetic teachers use less); OSNet x1.0/0.75/0.5/0.25, MobileNetV3.
 _C.MODEL.BACKBONE.WIDTH = 1.0
+# Start every ResNet residual block as the identity (its last BN's scale at 0). An initialisation only (checkpoints
+# and pretrained weights overwrite it); it helps deep bottleneck ResNets trained from scratch.
+_C.MODEL.BACKBONE.ZERO_INIT_RESIDUAL = False
 
 _C.MODEL.HEADS = CN()
 # Head registered in compressreid.modeling.HEADS.

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from compressreid.checkpoint import LoadReport, load_checkpoint, read_checkpoint, save_checkpoint
 from compressreid.config import get_cfg
@@ -253,6 +253,20 @@ def test_bnneck_bias_is_frozen(r18):
 
 
 # -- registry and config errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", ["18x", "50x"])
+def test_zero_init_residual_starts_every_block_as_the_identity(depth):
+    from compressreid.modeling.backbones.resnet import ResNetBackbone
+
+    torch.manual_seed(0)
+    trunk = ResNetBackbone(depth, width=0.125, with_ibn=True, zero_init_residual=True).eval()
+    blocks = [m for m in trunk.modules() if isinstance(m, (BasicBlock, Bottleneck))]
+    x = torch.randn(2, trunk.layer2[1].conv1.in_channels, 8, 4)
+    assert torch.equal(trunk.layer2[1](x), torch.relu(x))  # no downsample: the block is ReLU(x + 0)
+    assert blocks and all(not (b.bn3 if isinstance(b, Bottleneck) else b.bn2).weight.any() for b in blocks)
+    default = ResNetBackbone(depth, width=0.125)
+    assert not torch.equal(default.layer2[1](x), torch.relu(x))
 
 
 def test_unknown_backbone_lists_valid_names():

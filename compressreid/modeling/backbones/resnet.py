@@ -33,7 +33,7 @@ class ResNetBackbone(nn.Module):
     """ResNet trunk returning the last stage's feature map."""
 
     def __init__(self, depth: str = "50x", last_stride: int = 1, norm: str = "BN", with_ibn: bool = False,
-                 with_nl: bool = False, width: float = 1.0):
+                 with_nl: bool = False, width: float = 1.0, zero_init_residual: bool = False):
         super().__init__()
         if depth not in _SPECS:
             raise ConfigError(f"MODEL.BACKBONE.DEPTH '{depth}' is not supported; expected one of {sorted(_SPECS)}")
@@ -60,7 +60,7 @@ class ResNetBackbone(nn.Module):
         self.feature_info = [
             FeatureInfo(self._stage_output(i), self.base * 2**i * block.expansion, strides[i]) for i in range(4)
         ]
-        self._init_weights()
+        self._init_weights(zero_init_residual)
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int, with_ibn: bool) -> nn.Sequential:
         downsample = None
@@ -91,13 +91,22 @@ class ResNetBackbone(nn.Module):
         nl_at = self.nl_indices[stage]
         return f"NL_{stage + 1}.{len(nl_at) - 1}" if nl_at else f"layer{stage + 1}"
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, zero_init_residual: bool = False) -> None:
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm)) and module.weight is not None:
                 nn.init.constant_(module.weight, 1.0)
                 nn.init.constant_(module.bias, 0.0)
+        if zero_init_residual:
+            # every residual block starts as the identity (its last BN scales the branch by 0): deep bottleneck
+            # stacks trained from scratch then start as shallow networks (Goyal et al. 2017, "Accurate, Large
+            # Minibatch SGD", section 5.1)
+            for module in self.modules():
+                if isinstance(module, Bottleneck):
+                    nn.init.constant_(module.bn3.weight, 0.0)
+                elif isinstance(module, BasicBlock):
+                    nn.init.constant_(module.bn2.weight, 0.0)
         for stage in range(4):
             for nl in getattr(self, f"NL_{stage + 1}", []):
                 nn.init.constant_(nl.W[1].weight, 0.0)  # non-local blocks start as identity
@@ -126,7 +135,8 @@ def build_resnet_backbone(cfg: CfgNode, pretrained: bool = False) -> ResNetBackb
     """fast-reid's builder name; reads MODEL.BACKBONE.{DEPTH,LAST_STRIDE,NORM,WITH_IBN,WITH_NL,WIDTH} and, when
     ``pretrained``, initialises from PRETRAIN_PATH if PRETRAIN is True (see ``pretrained.resolve_pretrain_path``)."""
     bb = cfg.MODEL.BACKBONE
-    backbone = ResNetBackbone(bb.DEPTH, bb.LAST_STRIDE, bb.NORM, bb.WITH_IBN, bb.WITH_NL, bb.WIDTH)
+    backbone = ResNetBackbone(bb.DEPTH, bb.LAST_STRIDE, bb.NORM, bb.WITH_IBN, bb.WITH_NL, bb.WIDTH,
+                              bb.ZERO_INIT_RESIDUAL)
     pretrain_path = resolve_pretrain_path(cfg) if pretrained else ""
     if pretrain_path:
         load_pretrained_resnet(backbone, pretrain_path)
