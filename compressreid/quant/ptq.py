@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import onnx
@@ -61,7 +61,7 @@ def preprocess(fp32_path: str, out_path: str) -> str:
     return out_path
 
 
-def feed_float_layers_float(model: onnx.ModelProto) -> List[str]:
+def feed_float_layers_float(model: onnx.ModelProto, fp32_graph: onnx.GraphProto) -> List[str]:
     """Rewire every layer left in FP32 (float weights) that reads a dequantized activation to read the float tensor
     before its QuantizeLinear instead; returns the rewired node names. Modifies ``model`` in place.
 
@@ -71,12 +71,18 @@ def feed_float_layers_float(model: onnx.ModelProto) -> List[str]:
     far coarser than our per-channel weights (depthwise filters especially): measured on MobileNetV3-small, keeping
     6 layers "in FP32" gave the all-INT8 mAP, and the fused session's embeddings sat at cosine 0.90 from the
     graph's own Q/DQ semantics. A layer that reads float is left alone and really runs in FP32.
+
+    ``fp32_graph`` is the graph that was quantized: quantize_static drops a ReLU / Clip whose output it quantizes
+    (the QuantizeLinear's clamp performs it), so where the float tensor before that QuantizeLinear is the
+    activation's input, the activation is put back for the float reader.
     """
     graph = model.graph
     producers = {out: node for node in graph.node for out in node.output}
+    fp32_producers = {out: node for node in fp32_graph.node for out in node.output}
     float_weights = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    restored: Dict[str, str] = {}  # tensor -> the output of its re-inserted activation
     rewired = []
-    for node in graph.node:
+    for index, node in enumerate(list(graph.node)):
         if node.op_type not in WEIGHTED_OPS or len(node.input) < 2 or node.input[1] not in float_weights:
             continue
         dequantize = producers.get(node.input[0])
@@ -84,10 +90,41 @@ def feed_float_layers_float(model: onnx.ModelProto) -> List[str]:
         if dequantize is None or dequantize.op_type != "DequantizeLinear" or quantize is None \
                 or quantize.op_type != "QuantizeLinear":
             continue
-        node.input[0] = quantize.input[0]
+        source = quantize.input[0]
+        original, current = fp32_producers.get(source), producers.get(source)
+        if original is not None and original.op_type in REMOVABLE_ACTIVATIONS and \
+                (current is None or current.op_type != original.op_type):
+            if source not in restored:
+                restored[source] = _restore_activation(model, fp32_graph, original, source,
+                                                       list(graph.node).index(node))
+            source = restored[source]
+        node.input[0] = source
         rewired.append(node.name)
     _drop_unused_qdq(graph)
     return rewired
+
+
+# Activations quantize_static folds into the QuantizeLinear that follows them (its clamp does the same).
+REMOVABLE_ACTIVATIONS = ("Relu", "Clip")
+
+
+def _restore_activation(model: onnx.ModelProto, fp32_graph: onnx.GraphProto, original: onnx.NodeProto, source: str,
+                        position: int) -> str:
+    """Insert a copy of ``original`` (from the FP32 graph) on ``source`` at ``position``; returns its output name."""
+    restored = onnx.NodeProto()
+    restored.CopyFrom(original)
+    restored.name = f"{original.name}_for_fp32_layers"
+    output = f"{source}_fp32"
+    del restored.input[:]
+    restored.input.extend([source, *original.input[1:]])
+    del restored.output[:]
+    restored.output.append(output)
+    present = {t.name for t in model.graph.initializer}
+    for tensor in fp32_graph.initializer:  # Clip's bounds, when quantize_static dropped them with the Clip
+        if tensor.name in original.input[1:] and tensor.name not in present:
+            model.graph.initializer.append(tensor)
+    model.graph.node.insert(position, restored)
+    return output
 
 
 def _drop_unused_qdq(graph: onnx.GraphProto) -> None:
@@ -196,7 +233,7 @@ def quantize_ptq(prepared_path: str, out_path: str, batches: Sequence[torch.Tens
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
                         calibration_cache_path=cache)
         quantized = onnx.load(tmp)
-        if feed_float_layers_float(quantized):
+        if feed_float_layers_float(quantized, onnx.load(prepared_path).graph):
             onnx.save(quantized, tmp)
         os.replace(tmp, out_path)
     except ExportError:

@@ -205,6 +205,17 @@ def test_onnx_runtime_runs_an_excluded_conv_in_fp32(prepared, batches, tmp_path)
     assert optimized.weight_dq(ran) is None and optimized.init[ran.input[1]].data_type == onnx.TensorProto.FLOAT
 
 
+def test_layers_kept_in_fp32_compute_what_the_fp32_model_computes(prepared, batches, tmp_path):
+    """With every conv excluded, what is left quantized (Add, MaxPool and their Q/DQ) barely moves the embedding. A
+    float layer must also still see the ReLU that quantize_static folded into a QuantizeLinear's clamp."""
+    path = quantize_ptq(prepared[1], str(tmp_path / "all_fp32.onnx"), batches, exclude=weighted_layers(prepared[1]))
+    images = example_images(SIZE, 3, seed=21).numpy()
+    fp32 = ort_session(prepared[0], threads=1).run(None, {"images": images})[0]
+    int8 = run(path)
+    cosine = (int8 * fp32).sum(1) / np.linalg.norm(int8, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert cosine.min() > 0.99, cosine
+
+
 def test_only_quantizes_a_single_conv(prepared, batches, tmp_path):
     layers = weighted_layers(prepared[1])
     alone = layers[3]
