@@ -23,8 +23,10 @@ declare -A rows=(
   [listwise]='("ListwiseRanking",)'
   [fitnet]='("FeatureMapDistill",)'
   [combo]='("LogitKD", "RKDDistance", "RKDAngle", "FeatureMapDistill")'
+  [logit_rkd]='("LogitKD", "RKDDistance", "RKDAngle")'
+  [logit_listwise]='("LogitKD", "ListwiseRanking")'
 )
-order="logit rkd sp pkt listwise fitnet combo"
+order="logit rkd sp pkt listwise fitnet combo logit_rkd logit_listwise"
 
 for seed in $seeds; do
   run=$out/alone_s$seed

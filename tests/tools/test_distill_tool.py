@@ -81,7 +81,9 @@ def distilled(work):
 def default_recipe_args(work, out):
     teacher = ["DISTILL.TEACHERS.CONFIGS", f'("{work / "teacher.yaml"}",)',
                "DISTILL.TEACHERS.WEIGHTS", f'("{work / "teacher" / "model_final.pth"}",)']
-    return common(work, out, *teacher, "TEST.GATES", '["mAP >= 0.01 * teacher"]')
+    # the default's losses plus FeatureMapDistill, whose adapters must be saved beside the student
+    losses = ["DISTILL.LOSSES.NAME", '("LogitKD", "ListwiseRanking", "FeatureMapDistill")']
+    return common(work, out, *teacher, *losses, "TEST.GATES", '["mAP >= 0.01 * teacher"]')
 
 
 def test_default_recipe_trains_the_missing_teacher_into_a_complete_run(work, distilled):
@@ -113,7 +115,7 @@ def test_distill_reports_student_and_teacher_and_passes_its_gate(distilled):
     assert "cross_model" not in metrics
     assert "teacher on Synthetic: mAP" in result.stderr and "student on Synthetic: mAP" in result.stderr
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert {"distill/LogitKD", "distill/RKDDistance", "distill/FeatureMapDistill", "CrossEntropyLoss"} <= set(log[-1])
+    assert {"distill/LogitKD", "distill/ListwiseRanking", "distill/FeatureMapDistill", "CrossEntropyLoss"} <= set(log[-1])
 
 
 def test_saved_student_loads_into_a_plain_model(distilled):
