@@ -37,6 +37,12 @@ def fallback_cell(metrics: Dict[str, object]) -> str:
     return f"{kept} layer{'s' if kept != 1 else ''} FP32{before}{cost}"
 
 
+def runtime_cell(quantization: Dict[str, object]) -> str:
+    """ONNX Runtime's optimised session vs the graph's own Q/DQ semantics (runs before this record: "-")."""
+    parity = quantization.get("runtime_parity")
+    return f"{parity['cosine_min']:.3f} / {parity['cosine_mean']:.4f}" if parity else "-"
+
+
 def row(folder: str) -> str:
     m = read_metrics(folder)
     fp32, int8 = m["fp32"]["mAP"], m["mAP"]
@@ -51,6 +57,7 @@ def row(folder: str) -> str:
         f"{m['rank1']:.2f}",
         f"{m['cosine_mean']:.3f} / {m['cosine_min']:.3f}",
         f"{m['top10_overlap']:.1f}",
+        runtime_cell(m.get("quantization", {})),
         f"{latency.get('speedup_batch1', float('nan')):.2f}× / {latency.get('speedup_batch32', float('nan')):.2f}×",
         f"{size.get('fp32', 0) / 1e6:.2f} → {size.get('int8', 0) / 1e6:.2f} MB",
         fallback_cell(m),
@@ -64,8 +71,8 @@ def main() -> None:
     parser.add_argument("folders", nargs="+", help="tools/quantize.py OUTPUT_DIR folders")
     args = parser.parse_args()
     print("| run | method | FP32 mAP | INT8 mAP (Δ) | INT8 Rank-1 | cosine mean / min | top-10 overlap "
-          "| speed-up b1 / b32 | size | fallback | accepted |")
-    print("|" + " --- |" * 11)
+          "| ORT vs Q/DQ cosine min / mean | speed-up b1 / b32 | size | fallback | accepted |")
+    print("|" + " --- |" * 12)
     for folder in args.folders:
         if os.path.isfile(os.path.join(folder, "metrics.json")):
             print(row(folder))
