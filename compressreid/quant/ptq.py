@@ -82,7 +82,7 @@ def feed_float_layers_float(model: onnx.ModelProto, fp32_graph: onnx.GraphProto)
     float_weights = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
     restored: Dict[str, str] = {}  # tensor -> the output of its re-inserted activation
     rewired = []
-    for index, node in enumerate(list(graph.node)):
+    for node in list(graph.node):
         if node.op_type not in WEIGHTED_OPS or len(node.input) < 2 or node.input[1] not in float_weights:
             continue
         dequantize = producers.get(node.input[0])
@@ -95,8 +95,8 @@ def feed_float_layers_float(model: onnx.ModelProto, fp32_graph: onnx.GraphProto)
         if original is not None and original.op_type in REMOVABLE_ACTIVATIONS and \
                 (current is None or current.op_type != original.op_type):
             if source not in restored:
-                restored[source] = _restore_activation(model, fp32_graph, original, source,
-                                                       list(graph.node).index(node))
+                position = [n.name for n in graph.node].index(node.name)  # just before its first float reader
+                restored[source] = _restore_activation(model, fp32_graph, original, source, position)
             source = restored[source]
         node.input[0] = source
         rewired.append(node.name)
