@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -61,7 +61,7 @@ def preprocess(fp32_path: str, out_path: str) -> str:
     return out_path
 
 
-def feed_float_layers_float(model: onnx.ModelProto, fp32_graph: onnx.GraphProto) -> List[str]:
+def feed_float_layers_float(model: onnx.ModelProto, fp32_path: str) -> List[str]:
     """Rewire every layer left in FP32 (float weights) that reads a dequantized activation to read the float tensor
     before its QuantizeLinear instead; returns the rewired node names. Modifies ``model`` in place.
 
@@ -72,13 +72,15 @@ def feed_float_layers_float(model: onnx.ModelProto, fp32_graph: onnx.GraphProto)
     6 layers "in FP32" gave the all-INT8 mAP, and the fused session's embeddings sat at cosine 0.90 from the
     graph's own Q/DQ semantics. A layer that reads float is left alone and really runs in FP32.
 
-    ``fp32_graph`` is the graph that was quantized: quantize_static drops a ReLU / Clip whose output it quantizes
+    ``fp32_path`` is the graph that was quantized: quantize_static drops a ReLU / Clip whose output it quantizes
     (the QuantizeLinear's clamp performs it), so where the float tensor before that QuantizeLinear is the
-    activation's input, the activation is put back for the float reader.
+    activation's input, the activation is put back for the float reader. It is read only when a layer needs it
+    (the all-INT8 model and the sensitivity scan's many quantizations mostly do not).
     """
     graph = model.graph
     producers = {out: node for node in graph.node for out in node.output}
-    fp32_producers = {out: node for node in fp32_graph.node for out in node.output}
+    fp32_graph: Optional[onnx.GraphProto] = None
+    fp32_producers: Dict[str, onnx.NodeProto] = {}
     float_weights = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
     restored: Dict[str, str] = {}  # tensor -> the output of its re-inserted activation
     rewired = []
@@ -91,6 +93,9 @@ def feed_float_layers_float(model: onnx.ModelProto, fp32_graph: onnx.GraphProto)
                 or quantize.op_type != "QuantizeLinear":
             continue
         source = quantize.input[0]
+        if fp32_graph is None:
+            fp32_graph = onnx.load(fp32_path).graph
+            fp32_producers = {out: n for n in fp32_graph.node for out in n.output}
         original, current = fp32_producers.get(source), producers.get(source)
         if original is not None and original.op_type in REMOVABLE_ACTIVATIONS and \
                 (current is None or current.op_type != original.op_type):
@@ -100,7 +105,8 @@ def feed_float_layers_float(model: onnx.ModelProto, fp32_graph: onnx.GraphProto)
             source = restored[source]
         node.input[0] = source
         rewired.append(node.name)
-    _drop_unused_qdq(graph)
+    if rewired:
+        _drop_unused_qdq(graph)
     return rewired
 
 
@@ -233,7 +239,7 @@ def quantize_ptq(prepared_path: str, out_path: str, batches: Sequence[torch.Tens
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
                         calibration_cache_path=cache)
         quantized = onnx.load(tmp)
-        if feed_float_layers_float(quantized, onnx.load(prepared_path).graph):
+        if feed_float_layers_float(quantized, prepared_path):
             onnx.save(quantized, tmp)
         os.replace(tmp, out_path)
     except ExportError:

@@ -81,9 +81,9 @@ def prepare_qat(model: nn.Module, images: torch.Tensor, unsigned: bool = True) -
     return model
 
 
-def share_chained_quantizers(model: nn.Module, images: torch.Tensor) -> List[str]:
+def share_chained_quantizers(model: nn.Module, images: torch.Tensor) -> None:
     """Where a QATConv2d reads another one's output unchanged, quantize that tensor once: the reader takes the
-    writer's output quantizer as its input quantizer and does not re-quantize. Returns the readers' names.
+    writer's output quantizer as its input quantizer and does not re-quantize.
 
     Why: two quantizers in a row (writer's output, reader's input) give the exported graph a Q->DQ->Q->DQ chain
     with two scales. ONNX Runtime's DoubleQDQPairsRemover merges such a chain into one pair with a third scale,
@@ -108,10 +108,8 @@ def share_chained_quantizers(model: nn.Module, images: torch.Tensor) -> List[str
     convs = [m for m in model.modules() if isinstance(m, QATConv2d)]
     _trace(model, images, [m.register_forward_hook(on_output) for m in convs]
            + [m.register_forward_pre_hook(on_input) for m in convs])
-    names = {module: name for name, module in model.named_modules()}
     for reader, writer in readers.items():
         reader.input_quant, reader.input_prequantized = writer.output_quant, True
-    return sorted(names[r] for r in readers)
 
 
 def quantizers(model: nn.Module) -> List[ActivationQuantizer]:
