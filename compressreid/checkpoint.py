@@ -154,6 +154,7 @@ def load_checkpoint(model: nn.Module, path: str, allow_unsafe: bool = False, str
     logger.info("%s: checkpoint format '%s' (%s)", path, fmt.name, fmt.description)
     try:
         converted = fmt.convert(state)
+        fmt.check_model(model.state_dict())
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     normalizers, pixel_plan = _plan_pixel_stats(model, converted.pixel_stats, path)

@@ -6,15 +6,18 @@
 - ``fastreid-modelzoo``: the generation most MODEL_ZOO files were written by (``BNneckHead``:
   ``heads.bnneck.*``, ``heads.classifier.weight``, stored ``pixel_mean``/``pixel_std``; fast-reid issues
   #427, #486, #617).
-- ``fastreid-modelzoo-mgn``: that generation's MGN (``b1_pool.*``): its branches run pool -> 1x1 conv -> BN
-  -> ReLU -> BNNeck, a layer stack the v1.x MGN does not have, so it is refused, never half-loaded (#508).
+- ``fastreid-modelzoo-mgn``: that generation's MGN (``b1_pool.*``, #508): each branch runs pool -> 1x1 conv -> BN
+  -> ReLU (``b*_pool.0..3``) -> BNneckHead (``b*_head.bnneck``, ``b*_head.classifier``), a stack the v1.x MGN
+  does not have; it maps onto the ``EmbeddingHead`` with ``MODEL.HEADS.REDUCTION_BN_RELU`` (``bottleneck.0``
+  conv, ``.1`` BN, ``.2`` ReLU, ``.3`` BNNeck). A model built without that stack is refused before anything
+  loads, since its BNNeck would silently take the reduction's BN (same shape).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Mapping
+from typing import Callable, Dict, Iterable, List, Mapping, Tuple
 
 import torch
 
@@ -22,9 +25,9 @@ from compressreid.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
-# Module names of embedding heads: Baseline's one head and MGN's eight (fast-reid's names).
-HEAD_PREFIXES = ("heads", "b1_head", "b2_head", "b3_head", "b21_head", "b22_head", "b31_head", "b32_head",
-                 "b33_head")
+# MGN's eight branches and their heads (fast-reid's names); Baseline has one head, "heads".
+MGN_BRANCHES = ("b1", "b2", "b3", "b21", "b22", "b31", "b32", "b33")
+HEAD_PREFIXES = ("heads", *(f"{branch}_head" for branch in MGN_BRANCHES))
 # The identity classifier of a head after conversion: sized for the training set, unused by the embedding.
 CLASSIFIER_KEYS = frozenset(f"{prefix}.weight" for prefix in HEAD_PREFIXES)
 # Buffers older fast-reid registered as persistent; compressreid keeps them in PixelNormalizer (not saved).
@@ -50,12 +53,20 @@ class CheckpointFormat:
     matches: Callable[[Iterable[str]], bool]
     renames: Mapping[str, str]
     has_pixel_stats: bool = False
-    refusal: str = ""  # non-empty: the format is recognised but cannot be represented; say why
+    # keys the target model must have for the map to mean what it says, and what to change when it has not
+    model_needs: Tuple[str, ...] = ()
+    model_hint: str = ""
+
+    def check_model(self, model_keys: Iterable[str]) -> None:
+        """Raise before loading if the model lacks the structure this format's map targets."""
+        model_keys = set(model_keys)
+        absent = [key for key in self.model_needs if key not in model_keys]
+        if absent:
+            raise CheckpointError(f"a {self.name} checkpoint needs model key(s) {absent[:2]}, which this model "
+                                  f"has not: {self.model_hint}")
 
     def convert(self, state: Mapping[str, torch.Tensor]) -> Converted:
         """Rename keys by the map; other keys pass through unchanged (and are checked against the model later)."""
-        if self.refusal:
-            raise CheckpointError(self.refusal)
         out = Converted({})
         for key, value in state.items():
             if self.has_pixel_stats and key in PIXEL_STAT_KEYS:
@@ -81,19 +92,32 @@ def _has_any(keys: Iterable[str], wanted: Iterable[str]) -> bool:
     return any(key in wanted for key in keys)
 
 
+def _modelzoo_mgn_map() -> Dict[str, str]:
+    """``b*_pool`` = (pool, 1x1 conv, BN, ReLU) and ``b*_head`` = BNneckHead -> one EmbeddingHead per branch."""
+    renames = _bnneck_map()
+    for branch in MGN_BRANCHES:
+        head = f"{branch}_head"
+        renames[f"{branch}_pool.0.p"] = f"{head}.pool_layer.p"  # GeM's p (one module shared by all 8 pools)
+        renames[f"{branch}_pool.1.weight"] = f"{head}.bottleneck.0.weight"
+        renames.update({f"{branch}_pool.2.{entry}": f"{head}.bottleneck.1.{entry}" for entry in _BN_ENTRIES})
+        renames.update({f"{head}.bnneck.{entry}": f"{head}.bottleneck.3.{entry}" for entry in _BN_ENTRIES})
+    return renames
+
+
 _MODELZOO_MGN_KEYS = frozenset(f"b1_pool.{index}.{entry}" for index in (1, 2) for entry in ("weight", "bias"))
 _BNNECK_KEYS = frozenset(f"{prefix}.bnneck.weight" for prefix in HEAD_PREFIXES)
 _CLASSIFIER_MODULE_KEYS = frozenset(_classifier_module_map())
 
 MODELZOO_MGN = CheckpointFormat(
     "fastreid-modelzoo-mgn",
-    "fast-reid model-zoo generation MGN (b*_pool.*, b*_head.bnneck.*)",
+    "fast-reid model-zoo generation MGN (b*_pool.*, b*_head.bnneck.*, stored pixel_mean/pixel_std)",
     lambda keys: _has_any(keys, _MODELZOO_MGN_KEYS),
-    {},
-    refusal=("fast-reid model-zoo generation MGN checkpoint (keys b1_pool.*): its branches run pool -> 1x1 conv -> "
-             "BN -> ReLU -> BNNeck, which fast-reid v1.x's MGN (and compressreid's) does not have, so its "
-             "embeddings cannot be reproduced; fast-reid v1.x cannot load it either (fast-reid issue #508). "
-             "Use an MGN checkpoint written by fast-reid v1.x"),
+    _modelzoo_mgn_map(),
+    has_pixel_stats=True,
+    model_needs=tuple(f"{branch}_head.bottleneck.3.running_mean" for branch in MGN_BRANCHES),
+    model_hint=("its branches run pool -> 1x1 conv -> BN -> ReLU -> BNNeck; build the model from that run's own "
+                "config (HEADS.NAME BNneckHead with IN_FEAT), or set MODEL.META_ARCHITECTURE MGN, "
+                "MODEL.HEADS.EMBEDDING_DIM <its IN_FEAT, e.g. 256> and MODEL.HEADS.REDUCTION_BN_RELU True"),
 )
 MODELZOO = CheckpointFormat(
     "fastreid-modelzoo",

@@ -713,3 +713,58 @@ def test_dump_writes_the_config_unchanged(tmp_path):
     cfg = load_config("", ["MODEL.HEADS.NUM_CLASSES", "0"])
     dump_config(cfg, str(tmp_path / "c.yaml"))
     assert load_config(str(tmp_path / "c.yaml")).MODEL.HEADS.NUM_CLASSES == 0
+
+
+MODELZOO_BASELINE = """\
+    MODEL:
+      META_ARCHITECTURE: 'Baseline'
+      BACKBONE:
+        NAME: "build_resnet_backbone"
+        DEPTH: 50
+        WITH_IBN: True
+        PRETRAIN: False
+      HEADS:
+        NAME: "BNneckHead"
+        NECK_FEAT: "after"
+        CLS_LAYER: "circle"
+        POOL_LAYER: "gempool"
+        IN_FEAT: 2048
+        SCALE: 64
+        MARGIN: 0.35
+    """
+
+
+def test_modelzoo_generation_values_are_translated_to_v1_names_and_logged(tmp_path, caplog):
+    """fast-reid's model-zoo generation wrote DEPTH 50, BNneckHead, gempool, circle (its Base-Strongerbaseline.yml)."""
+    path = tmp_path / "Base-Strongerbaseline.yml"
+    path.write_text(textwrap.dedent(MODELZOO_BASELINE))
+    with caplog.at_level(logging.INFO, logger="compressreid.config.loading"):
+        cfg = load_config(str(path))
+    h = cfg.MODEL.HEADS
+    assert cfg.MODEL.BACKBONE.DEPTH == "50x"
+    assert (h.NAME, h.POOL_LAYER, h.CLS_LAYER) == ("EmbeddingHead", "GeneralizedMeanPoolingP", "CircleSoftmax")
+    assert (h.EMBEDDING_DIM, h.REDUCTION_BN_RELU) == (0, False)  # a Baseline's IN_FEAT is only the backbone width
+    assert "DEPTH: 50 -> 50x" in caplog.text and "BNneckHead -> EmbeddingHead" in caplog.text
+
+
+def test_modelzoo_mgn_heads_become_reductions_with_bn_relu(tmp_path):
+    path = tmp_path / "mgn.yml"
+    path.write_text(textwrap.dedent(MODELZOO_BASELINE).replace("'Baseline'", "'MGN'").replace("2048", "256"))
+    h = load_config(str(path)).MODEL.HEADS
+    assert (h.NAME, h.EMBEDDING_DIM, h.REDUCTION_BN_RELU) == ("EmbeddingHead", 256, True)
+
+
+def test_a_modelzoo_value_compressreid_cannot_build_keeps_its_name_in_the_error(tmp_path):
+    from compressreid.modeling import build_model
+
+    path = tmp_path / "avgmax.yml"
+    path.write_text(textwrap.dedent(MODELZOO_BASELINE).replace('"gempool"', '"avgmaxpool"'))
+    with pytest.raises(ConfigError, match="POOL_LAYER 'avgmaxpool' is not supported"):
+        build_model(load_config(str(path)), 5)
+
+
+def test_reduction_bn_relu_without_a_reduction_is_a_config_error():
+    from compressreid.modeling import build_model
+
+    with pytest.raises(ConfigError, match="REDUCTION_BN_RELU needs a reduction"):
+        build_model(load_config("", ["MODEL.HEADS.REDUCTION_BN_RELU", "True", "MODEL.BACKBONE.DEPTH", "18x"]), 5)

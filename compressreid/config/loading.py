@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import logging
 import os
@@ -13,6 +14,7 @@ from yacs.config import CfgNode as CN
 
 from compressreid.config.defaults import get_cfg
 from compressreid.config.fastreid_keys import check_ignorable_value, is_fastreid_only
+from compressreid.config.fastreid_legacy import translate_legacy_values
 from compressreid.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -114,6 +116,12 @@ def merge_dict(cfg: CN, data: Dict[str, Any], source: str) -> List[str]:
     """
     if cfg.is_frozen():
         raise ConfigError(f"cannot merge {source} into a frozen config; merge into cfg.clone() or load with freeze=False")
+    data = copy.deepcopy(data)
+    model = data.get("MODEL")
+    meta_architecture = model.get("META_ARCHITECTURE") if isinstance(model, dict) else None
+    translated = translate_legacy_values(data, meta_architecture or cfg.MODEL.META_ARCHITECTURE)
+    if translated:
+        logger.info("%s: fast-reid model-zoo generation values translated: %s", source, "; ".join(translated))
     ignored: List[str] = []
     filtered = _filter_known(cfg, data, source, ignored)
     cfg.merge_from_other_cfg(CN(filtered))

@@ -74,11 +74,16 @@ def test_modelzoo_layout_loads_into_v1_names_and_is_logged(tmp_path, caplog):
     assert "fastreid-modelzoo" in caplog.text
 
 
-def test_modelzoo_mgn_is_refused_with_the_reason(tmp_path):
+def test_modelzoo_mgn_into_a_model_without_its_branch_stack_is_refused_and_nothing_loads(tmp_path):
+    """Its reduction BN has the BNNeck's shape, so without the check it would load into the wrong layer."""
     path = tmp_path / "market_mgn.pth"
     torch.save({"model": {"b1_pool.1.weight": torch.zeros(4, 8, 1, 1), "b1_head.bnneck.weight": torch.ones(4)}}, path)
-    with pytest.raises(CheckpointError, match=r"market_mgn\.pth.*b1_pool.*ReLU.*#508"):
-        load_checkpoint(tiny(), str(path))
+    model = tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"market_mgn\.pth.*modelzoo-mgn.*b1_head\.bottleneck\.3.*"
+                                              r"REDUCTION_BN_RELU True"):
+        load_checkpoint(model, str(path))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 def test_data_parallel_prefix_is_stripped(tmp_path):

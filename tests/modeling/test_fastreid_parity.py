@@ -326,3 +326,200 @@ def test_mgn_embeddings_match_fastreid(tmp_path):
     diff = check_parity(tmp_path, "mgn", "v1", "yaml")
     print(f"mgn v1 via yaml: max abs diff {diff:.3g}")
     assert diff <= TOLERANCE
+
+
+# fast-reid's model-zoo generation Base-MGN.yml (configs/Base-MGN.yml of mid-2020) as published, except PRETRAIN,
+# plus that generation's R50-ibn recipe. Its values (DEPTH 50, BNneckHead, gempool, circle, IN_FEAT) are the
+# names fast-reid v1.x later renamed.
+MODELZOO_BASE_MGN = """\
+    MODEL:
+      META_ARCHITECTURE: 'MGN'
+      OPEN_LAYERS: ["b1_pool", "b1_head", "b2_pool", "b2_head", "b21_pool", "b21_head", "b22_pool", "b22_head",
+                    "b3_pool", "b3_head", "b31_pool", "b31_head", "b32_pool", "b32_head", "b33_pool", "b33_head"]
+      BACKBONE:
+        NAME: "build_resnet_backbone"
+        NORM: "BN"
+        DEPTH: 50
+        LAST_STRIDE: 1
+        WITH_IBN: False
+        WITH_NL: False
+        PRETRAIN: False
+      HEADS:
+        NAME: "BNneckHead"
+        NORM: "BN"
+        NECK_FEAT: "after"
+        CLS_LAYER: "circle"
+        POOL_LAYER: "gempool"
+        IN_FEAT: 256
+        SCALE: 64
+        MARGIN: 0.35
+      LOSSES:
+        NAME: ("CrossEntropyLoss", "TripletLoss",)
+        CE:
+          EPSILON: 0.1
+          SCALE: 0.125
+        TRI:
+          MARGIN: 0.0
+          HARD_MINING: True
+          NORM_FEAT: False
+          SCALE: 0.20
+    DATASETS:
+      NAMES: ("DukeMTMC",)
+      TESTS: ("DukeMTMC",)
+    INPUT:
+      SIZE_TRAIN: [384, 128]
+      SIZE_TEST: [384, 128]
+      DO_AUTOAUG: True
+      REA:
+        ENABLED: True
+        PROB: 0.5
+        MEAN: [123.675, 116.28, 103.53]
+      DO_PAD: True
+    DATALOADER:
+      PK_SAMPLER: True
+      NUM_INSTANCE: 16
+      NUM_WORKERS: 16
+    SOLVER:
+      OPT: "Adam"
+      MAX_ITER: 18000
+      BASE_LR: 0.00035
+      BIAS_LR_FACTOR: 2.
+      WEIGHT_DECAY: 0.0005
+      WEIGHT_DECAY_BIAS: 0.0
+      IMS_PER_BATCH: 64
+      DELAY_ITERS: 9000
+      ETA_MIN_LR: 0.00000077
+      WARMUP_FACTOR: 0.01
+      WARMUP_ITERS: 2000
+      FREEZE_ITERS: 2000
+      LOG_PERIOD: 200
+      CHECKPOINT_PERIOD: 6000
+    TEST:
+      EVAL_PERIOD: 2000
+      IMS_PER_BATCH: 256
+      PRECISE_BN:
+        ENABLED: False
+        DATASET: 'DukeMTMC'
+    CUDNN_BENCHMARK: True
+    """
+MODELZOO_MGN_RECIPE = """\
+    _BASE_: "../Base-MGN.yml"
+    MODEL:
+      BACKBONE:
+        WITH_IBN: True
+      HEADS:
+        NUM_CLASSES: 702
+    DATASETS:
+      NAMES: ("DukeMTMC",)
+      TESTS: ("DukeMTMC",)
+    OUTPUT_DIR: "logs/dukemtmc/mgn_R50-ibn"
+    """
+
+
+class ModelZooBNneckHead(nn.Module):
+    """That generation's BNneckHead as MGN built it (pool layer Identity): ``bnneck`` (frozen-bias BN) and
+    ``classifier``; eval returns ``bnneck(x)[..., 0, 0]`` (fastreid/modeling/heads/bnneck_head.py, mid-2020)."""
+
+    def __init__(self, in_feat: int, num_classes: int):
+        super().__init__()
+        self.bnneck = nn.BatchNorm2d(in_feat)
+        self.bnneck.bias.requires_grad_(False)
+        self.classifier = nn.Linear(in_feat, num_classes, bias=False)
+
+    def forward(self, features):
+        return self.bnneck(features)[..., 0, 0]
+
+
+class ModelZooMGN(nn.Module):
+    """fast-reid's model-zoo generation MGN, eval path, with its module names, from its meta_arch/mgn.py of
+    mid-2020 (persistent ``pixel_mean``/``pixel_std``; ``b*_pool`` = one shared pool layer -> 1x1 conv -> BN ->
+    ReLU; ``b*_head`` = BNneckHead; output order b1, b2, b3, b21, b22, b31, b32, b33). Built from fast-reid
+    1.4.0's ResNet, whose module names and Bottleneck are the same as that generation's."""
+
+    BRANCHES = ("b1", "b2", "b3", "b21", "b22", "b31", "b32", "b33")
+
+    def __init__(self, fr_cfg, in_feat: int, num_classes: int):
+        super().__init__()
+        import copy
+
+        from fastreid.layers import get_norm
+        from fastreid.layers.pooling import GeneralizedMeanPoolingP
+        from fastreid.modeling.backbones import build_backbone
+        from fastreid.modeling.backbones.resnet import Bottleneck
+
+        self.register_buffer("pixel_mean", torch.tensor(fr_cfg.MODEL.PIXEL_MEAN).view(1, -1, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor(fr_cfg.MODEL.PIXEL_STD).view(1, -1, 1, 1))
+        resnet = build_backbone(fr_cfg)
+        self.backbone = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool, resnet.layer1,
+                                      resnet.layer2, resnet.layer3[0])
+        res_conv4 = nn.Sequential(*resnet.layer3[1:])
+        bn_norm = fr_cfg.MODEL.BACKBONE.NORM
+        res_p_conv5 = nn.Sequential(
+            Bottleneck(1024, 512, bn_norm, False, False, downsample=nn.Sequential(
+                nn.Conv2d(1024, 2048, 1, bias=False), get_norm(bn_norm, 2048))),
+            Bottleneck(2048, 512, bn_norm, False, False),
+            Bottleneck(2048, 512, bn_norm, False, False))
+        res_p_conv5.load_state_dict(resnet.layer4.state_dict())
+        self.b1 = nn.Sequential(copy.deepcopy(res_conv4), copy.deepcopy(resnet.layer4))
+        self.b2 = nn.Sequential(copy.deepcopy(res_conv4), copy.deepcopy(res_p_conv5))
+        self.b3 = nn.Sequential(copy.deepcopy(res_conv4), copy.deepcopy(res_p_conv5))
+        pool_layer = GeneralizedMeanPoolingP()  # "gempool"; one instance in every branch, as that code did
+        for branch in self.BRANCHES:
+            self.add_module(f"{branch}_pool", nn.Sequential(pool_layer, nn.Conv2d(2048, in_feat, 1, bias=False),
+                                                            nn.BatchNorm2d(in_feat), nn.ReLU(True)))
+            self.add_module(f"{branch}_head", ModelZooBNneckHead(in_feat, num_classes))
+
+    def forward(self, images):
+        features = self.backbone((images - self.pixel_mean) / self.pixel_std)
+        g1, g2, g3 = self.b1(features), self.b2(features), self.b3(features)
+        maps = [g1, g2, g3, *torch.chunk(g2, 2, dim=2), *torch.chunk(g3, 3, dim=2)]
+        return torch.cat([getattr(self, f"{branch}_head")(getattr(self, f"{branch}_pool")(x))
+                          for branch, x in zip(self.BRANCHES, maps)], dim=1)
+
+
+def write_modelzoo_mgn_recipe(folder: Path) -> Path:
+    (folder / "DukeMTMC").mkdir(parents=True, exist_ok=True)
+    (folder / "Base-MGN.yml").write_text(textwrap.dedent(MODELZOO_BASE_MGN))
+    path = folder / "DukeMTMC" / "mgn_R50-ibn.yml"
+    path.write_text(textwrap.dedent(MODELZOO_MGN_RECIPE))
+    return path
+
+
+def modelzoo_mgn_reference(seed: int = 0):
+    """The reference model (fast-reid 1.4.0's R50-ibn, built the model-zoo MGN way), randomised."""
+    fr_cfg = fastreid_get_cfg()
+    fr_cfg.MODEL.BACKBONE.DEPTH, fr_cfg.MODEL.BACKBONE.WITH_IBN = "50x", True
+    fr_cfg.MODEL.BACKBONE.PRETRAIN, fr_cfg.MODEL.BACKBONE.LAST_STRIDE = False, 1
+    torch.manual_seed(seed)
+    model = ModelZooMGN(fr_cfg, in_feat=256, num_classes=702)
+    with torch.no_grad():
+        model.b1_pool[0].p.fill_(2.4)  # off GeM's initial 3, so that p must transfer (one module, all 8 pools)
+    randomise(model, images_for("mgn", seed + 2, count=8), seed)
+    return model
+
+
+def test_modelzoo_mgn_embeddings_match_that_generations_model(tmp_path):
+    """A model-zoo MGN file with its own (model-zoo generation) yaml, both unchanged: same embeddings."""
+    reference = modelzoo_mgn_reference()
+    state = reference.state_dict()
+    assert "b1_pool.0.p" in state and "b1_pool.1.weight" in state and "b33_head.bnneck.running_var" in state
+    path = tmp_path / "duke_mgn_R50-ibn.pth"
+    torch.save({"model": state, "iteration": 17999}, path)
+    images = images_for("mgn", 1)
+    with torch.no_grad():
+        expected = reference(images)
+
+    cfg = get_cfg()
+    cfg.merge_from_file(str(write_modelzoo_mgn_recipe(tmp_path / "configs")))
+    assert (cfg.MODEL.HEADS.EMBEDDING_DIM, cfg.MODEL.HEADS.REDUCTION_BN_RELU) == (256, True)
+    model = build_model(cfg)
+    report = load_checkpoint(model, str(path), strict=True)
+    assert report.format == "fastreid-modelzoo-mgn" and report.skipped == []
+    model.eval()
+    with torch.no_grad():
+        embedding = model(images)
+    assert embedding.shape == expected.shape == (4, 8 * 256)
+    assert expected.abs().max() > 0.1 and expected.std() > 0.1
+    diff = (embedding - expected).abs().max().item()
+    print(f"model-zoo mgn: max abs diff {diff:.3g}")
+    assert diff <= TOLERANCE
