@@ -67,9 +67,23 @@ class ActivationQuantizer(nn.Module):
         return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, self.qmin, self.qmax)
 
 
-def weight_scale(weight: torch.Tensor) -> torch.Tensor:
-    """Symmetric per-output-channel scale: max |w| over each filter / 127."""
-    return torch.clamp(weight.detach().abs().flatten(1).amax(dim=1) / QMAX, min=1e-8)
+# int32 max - (min + 1), and the margin, as ONNX Runtime's quantizer counts them for the INT32 bias
+INT32_BIAS_RANGE = float(2 ** 32 - 2)
+BIAS_SCALE_MARGIN = 1.0001
+
+
+def weight_scale(weight: torch.Tensor, bias: torch.Tensor, input_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric per-output-channel scale: max |w| over each filter / 127, raised where needed so that the INT32
+    bias (scale ``input_scale * weight scale``) cannot overflow.
+
+    Why the raise: a 1x1 conv with tiny weights and a real bias (OSNet's channel gate fc2: weight scale 2.5e-4,
+    bias / bias scale 2.8e10) would otherwise wrap around in INT32 in the shipped graph while the fake-quant
+    model, which never casts, trains on the exact bias. ONNX Runtime's PTQ applies this same rule
+    (``_adjust_weight_scale_for_int32_bias``); applying it in training too keeps QAT and its export identical.
+    """
+    scale = torch.clamp(weight.detach().abs().flatten(1).amax(dim=1) / QMAX, min=1e-8)
+    smallest = BIAS_SCALE_MARGIN * 2.0 * bias.detach().abs() / INT32_BIAS_RANGE / input_scale
+    return torch.maximum(scale, smallest)
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -117,7 +131,7 @@ class QATConv2d(nn.Module):
         if self.training and not self.bn_frozen:
             self._update_bn(x)
         weight, bias = self.folded()
-        w_scale = weight_scale(weight)
+        w_scale = weight_scale(weight, bias, self.input_quant.scale)
         weight = torch.fake_quantize_per_channel_affine(weight, w_scale, torch.zeros_like(w_scale, dtype=torch.int32),
                                                         0, QMIN, QMAX)
         b_scale = self.input_quant.scale * w_scale  # INT32 bias, as QLinearConv takes it
@@ -160,7 +174,7 @@ class ExportConv2d(nn.Module):
         super().__init__()
         with torch.no_grad():
             weight, bias = qat.folded()
-            w_scale = weight_scale(weight)
+            w_scale = weight_scale(weight, bias, qat.input_quant.scale)
             b_scale = qat.input_quant.scale * w_scale
             self.register_buffer("weight_int8", torch.clamp(torch.round(weight / w_scale.reshape(-1, 1, 1, 1)),
                                                             QMIN, QMAX).to(torch.int8))

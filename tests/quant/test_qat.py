@@ -81,6 +81,25 @@ def test_exported_qdq_graph_reproduces_the_fake_quant_model(name, tmp_path):
     assert cosine > 0.999  # ORT's integer kernels round a few values differently; nothing more
 
 
+def test_a_bias_too_large_for_int32_raises_the_weight_scale_in_training_and_export_alike():
+    """OSNet's channel gate fc2: tiny 1x1 weights, a real bias, a small input range. With the weight scale of the
+    weights alone, bias / (input scale * weight scale) is ~1e10 and the shipped INT32 bias wrapped around."""
+    conv = nn.Conv2d(8, 4, 1, bias=True)
+    with torch.no_grad():
+        conv.weight.uniform_(-1e-4, 1e-4)
+        conv.bias.fill_(3.0)
+    qat = QATConv2d(conv).eval()
+    x = torch.rand(2, 8, 3, 3) * 0.05
+    qat.input_quant.calibrating = qat.output_quant.calibrating = True
+    qat(x)
+    qat.input_quant.calibrating = qat.output_quant.calibrating = False
+    fake_quant = qat(x)
+    frozen = ExportConv2d(qat)
+    assert frozen.bias_int32.abs().max().item() < 2 ** 31 - 1
+    assert torch.equal(frozen(x), fake_quant)
+    assert torch.allclose(fake_quant, conv(x), atol=0.05)  # the bias survives (3.0, not a wrapped-around value)
+
+
 def test_a_conv_reading_a_conv_shares_its_quantizer():
     """OSNet's LightConv3x3 is a linear 1x1 conv read directly by a depthwise 3x3 conv: one tensor, one quantizer."""
     model = tiny_model("osnet")
