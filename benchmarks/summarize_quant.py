@@ -17,7 +17,9 @@ from summarize_runs import read_metrics  # benchmarks/ is the script directory, 
 
 def method_label(quantization: Dict[str, object]) -> str:
     if quantization.get("method") == "qat":
-        return f"QAT {quantization.get('qat', {}).get('iters', '?')} it"
+        qat = quantization.get("qat", {})
+        losses = " + ".join(qat.get("losses", []))
+        return f"QAT {qat.get('iters', '?')} it" + (f", {losses}" if losses else "")
     calibration = quantization.get("calibration", {})
     return f"PTQ {calibration.get('method', '?')}"
 
