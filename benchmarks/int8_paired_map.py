@@ -2,7 +2,10 @@
 (the graph's own Q/DQ semantics), with its standard error over queries: how large an mAP difference the benchmark's
 query count resolves, and whether ORT's fused integer kernels move the mAP or only single queries.
 
-    python benchmarks/int8_paired_map.py output/q/osnet_s0_qat_v6/config.yaml output/q/osnet_s0_qat_v6/student_int8.onnx
+    python benchmarks/int8_paired_map.py output/q/osnet_s0_qat_recipe_v6/config.yaml \
+        output/q/osnet_s0_qat_recipe_v6/student_int8.onnx
+
+The test set is the config's first one, read at the ONNX file's input size, scored densely (TEST.TOPK 0).
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+import onnx
 import torch
 
 from compressreid.config import load_config
 from compressreid.data.build import load_test_sets
-from compressreid.evaluation.evaluator import ReIDEvaluator
+from compressreid.evaluation.evaluator import ReIDEvaluator, encode_identities
 from compressreid.evaluation.rank import evaluate_rank_detailed
 from compressreid.export.ort_model import OrtEmbedder
 from compressreid.quant.compare import evaluate_cached, load_test_images
@@ -22,10 +26,8 @@ from compressreid.quant.compare import evaluate_cached, load_test_images
 
 def per_query_ap(evaluator: ReIDEvaluator, model, images) -> np.ndarray:
     """AP (in %) of every valid query, in query order."""
-    def labels(records):
-        return np.array([r.pid for r in records]), np.array([r.camid for r in records])
-
-    (q_pids, q_cams), (g_pids, g_cams) = labels(images.q_records), labels(images.g_records)
+    q_pids, g_pids = encode_identities([r.pid for r in images.q_records], [r.pid for r in images.g_records])
+    q_cams, g_cams = (np.array([r.camid for r in records]) for records in (images.q_records, images.g_records))
     distmat = evaluate_cached(evaluator, model, images).result.distmat
     return evaluate_rank_detailed(distmat, q_pids, g_pids, q_cams, g_cams).all_AP * 100
 
@@ -37,7 +39,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.config)
+    dims = onnx.load(args.onnx, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    height, width = dims[2].dim_value, dims[3].dim_value
+    cfg = load_config(args.config, ["INPUT.SIZE_TEST", repr([height, width]), "TEST.TOPK", "0"])
     images = load_test_images(cfg, load_test_sets(cfg)[0])
     evaluator = ReIDEvaluator.from_config(cfg)
     optimised = per_query_ap(evaluator, OrtEmbedder(args.onnx, threads=args.threads, optimized=True), images)

@@ -16,7 +16,7 @@ from typing import Dict, List
 import torch
 from torch import nn
 
-from compressreid.checkpoint_formats import (CLASSIFIER_KEYS, PIXEL_STAT_KEYS, detect_format,
+from compressreid.checkpoint_formats import (CLASSIFIER_KEYS, PIXEL_STAT_KEYS, check_reduction_stack, detect_format,
                                              strip_data_parallel_prefix)
 from compressreid.engine.io import atomic_torch_save
 from compressreid.errors import CheckpointError
@@ -154,7 +154,7 @@ def load_checkpoint(model: nn.Module, path: str, allow_unsafe: bool = False, str
     logger.info("%s: checkpoint format '%s' (%s)", path, fmt.name, fmt.description)
     try:
         converted = fmt.convert(state)
-        fmt.check_model(model.state_dict())
+        check_reduction_stack(model.state_dict(), converted.state)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     normalizers, pixel_plan = _plan_pixel_stats(model, converted.pixel_stats, path)

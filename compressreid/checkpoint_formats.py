@@ -9,15 +9,16 @@
 - ``fastreid-modelzoo-mgn``: that generation's MGN (``b1_pool.*``, #508): each branch runs pool -> 1x1 conv -> BN
   -> ReLU (``b*_pool.0..3``) -> BNneckHead (``b*_head.bnneck``, ``b*_head.classifier``), a stack the v1.x MGN
   does not have; it maps onto the ``EmbeddingHead`` with ``MODEL.HEADS.REDUCTION_BN_RELU`` (``bottleneck.0``
-  conv, ``.1`` BN, ``.2`` ReLU, ``.3`` BNNeck). A model built without that stack is refused before anything
-  loads, since its BNNeck would silently take the reduction's BN (same shape).
+  conv, ``.1`` BN, ``.2`` ReLU, ``.3`` BNNeck). A file and a model that disagree on that stack are refused
+  before anything loads (``check_reduction_stack``): the reduction's BN has a BNNeck's shape. v0.x shared one
+  GeM module (one ``p``) across the eight branches; each head gets its own copy of the value.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Mapping, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping
 
 import torch
 
@@ -53,17 +54,6 @@ class CheckpointFormat:
     matches: Callable[[Iterable[str]], bool]
     renames: Mapping[str, str]
     has_pixel_stats: bool = False
-    # keys the target model must have for the map to mean what it says, and what to change when it has not
-    model_needs: Tuple[str, ...] = ()
-    model_hint: str = ""
-
-    def check_model(self, model_keys: Iterable[str]) -> None:
-        """Raise before loading if the model lacks the structure this format's map targets."""
-        model_keys = set(model_keys)
-        absent = [key for key in self.model_needs if key not in model_keys]
-        if absent:
-            raise CheckpointError(f"a {self.name} checkpoint needs model key(s) {absent[:2]}, which this model "
-                                  f"has not: {self.model_hint}")
 
     def convert(self, state: Mapping[str, torch.Tensor]) -> Converted:
         """Rename keys by the map; other keys pass through unchanged (and are checked against the model later)."""
@@ -104,7 +94,7 @@ def _modelzoo_mgn_map() -> Dict[str, str]:
     return renames
 
 
-_MODELZOO_MGN_KEYS = frozenset(f"b1_pool.{index}.{entry}" for index in (1, 2) for entry in ("weight", "bias"))
+_MODELZOO_MGN_KEYS = frozenset(("b1_pool.1.weight", "b1_pool.2.weight", "b1_pool.2.bias"))  # conv, BN
 _BNNECK_KEYS = frozenset(f"{prefix}.bnneck.weight" for prefix in HEAD_PREFIXES)
 _CLASSIFIER_MODULE_KEYS = frozenset(_classifier_module_map())
 
@@ -114,10 +104,6 @@ MODELZOO_MGN = CheckpointFormat(
     lambda keys: _has_any(keys, _MODELZOO_MGN_KEYS),
     _modelzoo_mgn_map(),
     has_pixel_stats=True,
-    model_needs=tuple(f"{branch}_head.bottleneck.3.running_mean" for branch in MGN_BRANCHES),
-    model_hint=("its branches run pool -> 1x1 conv -> BN -> ReLU -> BNNeck; build the model from that run's own "
-                "config (HEADS.NAME BNneckHead with IN_FEAT), or set MODEL.META_ARCHITECTURE MGN, "
-                "MODEL.HEADS.EMBEDDING_DIM <its IN_FEAT, e.g. 256> and MODEL.HEADS.REDUCTION_BN_RELU True"),
 )
 MODELZOO = CheckpointFormat(
     "fastreid-modelzoo",
@@ -142,6 +128,32 @@ V1 = CheckpointFormat(
 )
 # Most specific first: the first whose signature matches is the format.
 FORMATS: List[CheckpointFormat] = [MODELZOO_MGN, MODELZOO, V1_0, V1]
+
+
+def check_reduction_stack(model_keys: Iterable[str], state: Mapping[str, torch.Tensor]) -> None:
+    """Refuse, before anything loads, a head whose reduction stack differs between the file and the model.
+
+    With REDUCTION_BN_RELU a head's BNNeck is ``bottleneck.3`` and ``bottleneck.1`` is the reduction's BN, which
+    has the shape of a plain head's BNNeck (``bottleneck.1`` after a reduction): loaded across the two layouts,
+    that BN would land in the wrong layer without a shape error.
+
+    Raises:
+        CheckpointError: naming the setting that makes the model match the file.
+    """
+    model_keys = set(model_keys)
+    for prefix in HEAD_PREFIXES:
+        stack_key = f"{prefix}.bottleneck.3.running_mean"
+        in_model, in_file = stack_key in model_keys, stack_key in state
+        if in_file and not in_model:
+            conv = state.get(f"{prefix}.bottleneck.0.weight")
+            width = conv.shape[0] if conv is not None else "<its reduction width>"
+            raise CheckpointError(
+                f"the checkpoint's {prefix} reduces to {width} channels with BN + ReLU before its BNNeck (fast-reid's "
+                f"model-zoo generation MGN); build the model with MODEL.HEADS.EMBEDDING_DIM {width} and "
+                "MODEL.HEADS.REDUCTION_BN_RELU True (that generation's own yaml sets both)")
+        if in_model and not in_file and f"{prefix}.bottleneck.1.running_mean" in state:
+            raise CheckpointError(f"the checkpoint's {prefix} has no BN + ReLU after its reduction; build the model "
+                                  "with MODEL.HEADS.REDUCTION_BN_RELU False")
 
 
 def strip_data_parallel_prefix(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

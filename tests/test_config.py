@@ -768,3 +768,25 @@ def test_reduction_bn_relu_without_a_reduction_is_a_config_error():
 
     with pytest.raises(ConfigError, match="REDUCTION_BN_RELU needs a reduction"):
         build_model(load_config("", ["MODEL.HEADS.REDUCTION_BN_RELU", "True", "MODEL.BACKBONE.DEPTH", "18x"]), 5)
+
+
+@pytest.mark.parametrize("pool, expected", [("gempool", "GeneralizedMeanPooling"), ("gempoolP", "GeneralizedMeanPoolingP"),
+                                            ("avgpool", "GlobalAvgPool")])
+def test_fastreid_v1_0_pool_names_keep_their_own_meaning(tmp_path, pool, expected):
+    """v1.0 (EmbeddingHead, string DEPTH) spelled GeM with a fixed p "gempool"; v0.x used that name for learnable p."""
+    path = tmp_path / "v1_0.yml"
+    path.write_text(f"MODEL:\n  BACKBONE:\n    DEPTH: 50x\n  HEADS:\n    NAME: EmbeddingHead\n    POOL_LAYER: {pool}\n"
+                    "    CLS_LAYER: circleSoftmax\n")
+    h = load_config(str(path)).MODEL.HEADS
+    assert (h.POOL_LAYER, h.CLS_LAYER) == (expected, "CircleSoftmax")
+
+
+def test_modelzoo_mgn_without_a_heads_section_gets_that_generations_default_branch_width(tmp_path):
+    path = tmp_path / "mgn.yml"
+    path.write_text("MODEL:\n  META_ARCHITECTURE: MGN\n  BACKBONE:\n    DEPTH: 50\n")
+    h = load_config(str(path)).MODEL.HEADS
+    assert (h.NAME, h.EMBEDDING_DIM, h.REDUCTION_BN_RELU) == ("EmbeddingHead", 2048, True)
+
+
+def test_command_line_overrides_are_taken_as_written():
+    assert load_config("", ["MODEL.HEADS.POOL_LAYER", "avgpool"]).MODEL.HEADS.POOL_LAYER == "avgpool"

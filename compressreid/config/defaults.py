@@ -62,8 +62,9 @@ _C.MODEL.HEADS.NORM = "BN"
 _C.MODEL.HEADS.NUM_CLASSES = 0
 # Output dimension of an optional 1x1 reduction before the BNNeck; 0 = no reduction.
 _C.MODEL.HEADS.EMBEDDING_DIM = 0
-# BN + ReLU after that reduction, before the BNNeck: the branch heads of fast-reid's model-zoo generation MGN
-# (set from such a config's HEADS.NAME BNneckHead + IN_FEAT, see compressreid.config.fastreid_legacy).
+# BN + ReLU after that reduction, before the BNNeck: the branch heads of fast-reid's model-zoo generation MGN.
+# A config of that generation for MGN sets it (with EMBEDDING_DIM = its IN_FEAT) by itself; see
+# compressreid.config.fastreid_legacy.
 _C.MODEL.HEADS.REDUCTION_BN_RELU = False
 # BatchNorm bottleneck after pooling; the eval embedding is taken after it (fast-reid "after").
 _C.MODEL.HEADS.WITH_BNNECK = True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import difflib
 import logging
 import os
@@ -116,12 +115,6 @@ def merge_dict(cfg: CN, data: Dict[str, Any], source: str) -> List[str]:
     """
     if cfg.is_frozen():
         raise ConfigError(f"cannot merge {source} into a frozen config; merge into cfg.clone() or load with freeze=False")
-    data = copy.deepcopy(data)
-    model = data.get("MODEL")
-    meta_architecture = model.get("META_ARCHITECTURE") if isinstance(model, dict) else None
-    translated = translate_legacy_values(data, meta_architecture or cfg.MODEL.META_ARCHITECTURE)
-    if translated:
-        logger.info("%s: fast-reid model-zoo generation values translated: %s", source, "; ".join(translated))
     ignored: List[str] = []
     filtered = _filter_known(cfg, data, source, ignored)
     cfg.merge_from_other_cfg(CN(filtered))
@@ -147,12 +140,26 @@ def _warn_ignored(ignored: List[str]) -> None:
         logger.warning("ignoring %d fast-reid key(s) compressreid does not use: %s", len(ignored), ", ".join(ignored))
 
 
+def read_config_file(cfg: CN, config_file: str) -> Dict[str, Any]:
+    """A config file as a mapping (``_BASE_`` files merged), older fast-reid values translated to v1.x names.
+
+    ``cfg`` supplies MODEL.META_ARCHITECTURE when the file does not set it.
+    """
+    data = read_yaml_with_bases(config_file)
+    model = data.get("MODEL")
+    meta_architecture = model.get("META_ARCHITECTURE") if isinstance(model, dict) else None
+    translated = translate_legacy_values(data, meta_architecture or cfg.MODEL.META_ARCHITECTURE)
+    if translated:
+        logger.info("%s: older fast-reid values translated: %s", config_file, "; ".join(translated))
+    return data
+
+
 def merge_file(cfg: CN, config_file: str) -> List[str]:
     """Merge ``config_file`` (with its ``_BASE_`` files) into ``cfg``, warning once about fast-reid-only keys.
 
     This is what ``cfg.merge_from_file`` runs. Returns the ignored fast-reid keys.
     """
-    ignored = merge_dict(cfg, read_yaml_with_bases(config_file), config_file)
+    ignored = merge_dict(cfg, read_config_file(cfg, config_file), config_file)
     _warn_ignored(ignored)
     return ignored
 
@@ -175,7 +182,7 @@ def load_config(config_file: str = "", overrides: Iterable[str] = (), freeze: bo
     cfg = get_cfg()
     ignored: List[str] = []
     if config_file:
-        ignored += merge_dict(cfg, read_yaml_with_bases(config_file), config_file)
+        ignored += merge_dict(cfg, read_config_file(cfg, config_file), config_file)
     overrides = list(overrides)
     if overrides:
         ignored += merge_dict(cfg, overrides_to_dict(overrides), "command-line overrides")

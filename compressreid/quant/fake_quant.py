@@ -82,8 +82,9 @@ def weight_scale(weight: torch.Tensor, bias: torch.Tensor, input_scale: torch.Te
     (``_adjust_weight_scale_for_int32_bias``); applying it in training too keeps QAT and its export identical.
     """
     scale = torch.clamp(weight.detach().abs().flatten(1).amax(dim=1) / QMAX, min=1e-8)
-    smallest = BIAS_SCALE_MARGIN * 2.0 * bias.detach().abs() / INT32_BIAS_RANGE / input_scale
-    return torch.maximum(scale, smallest)
+    min_scale_for_int32_bias = (BIAS_SCALE_MARGIN * 2.0 * bias.detach().abs() / INT32_BIAS_RANGE
+                                / torch.clamp(input_scale, min=1e-8))
+    return torch.maximum(scale, min_scale_for_int32_bias)
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:

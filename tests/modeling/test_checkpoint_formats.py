@@ -77,13 +77,28 @@ def test_modelzoo_layout_loads_into_v1_names_and_is_logged(tmp_path, caplog):
 def test_modelzoo_mgn_into_a_model_without_its_branch_stack_is_refused_and_nothing_loads(tmp_path):
     """Its reduction BN has the BNNeck's shape, so without the check it would load into the wrong layer."""
     path = tmp_path / "market_mgn.pth"
-    torch.save({"model": {"b1_pool.1.weight": torch.zeros(4, 8, 1, 1), "b1_head.bnneck.weight": torch.ones(4)}}, path)
+    bn = {entry: torch.ones(4) for entry in ("weight", "bias", "running_mean", "running_var")}
+    state = {"b1_pool.1.weight": torch.zeros(4, 8, 1, 1), **{f"b1_pool.2.{k}": v for k, v in bn.items()},
+             **{f"b1_head.bnneck.{k}": v for k, v in bn.items()}}
+    torch.save({"model": state}, path)
     model = tiny()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(CheckpointError, match=r"market_mgn\.pth.*modelzoo-mgn.*b1_head\.bottleneck\.3.*"
-                                              r"REDUCTION_BN_RELU True"):
+    with pytest.raises(CheckpointError, match=r"market_mgn\.pth: the checkpoint's b1_head reduces to 4 channels "
+                                              r"with BN \+ ReLU.*EMBEDDING_DIM 4 and MODEL\.HEADS\.REDUCTION_BN_RELU True"):
         load_checkpoint(model, str(path))
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_plain_reduction_checkpoint_into_a_model_with_the_bn_relu_stack_is_refused(tmp_path):
+    """The reverse: a head reduced without BN + ReLU has its BNNeck at bottleneck.1, the stack's BN slot."""
+    plain = ["MODEL.BACKBONE.DEPTH", "18x", "MODEL.BACKBONE.WIDTH", "0.125", "MODEL.HEADS.EMBEDDING_DIM", "16"]
+    source = build_model(load_config("", plain), 5)
+    target = build_model(load_config("", plain + ["MODEL.HEADS.REDUCTION_BN_RELU", "True"]), 5)
+    path = save_checkpoint(str(tmp_path / "plain.pth"), source)
+    with pytest.raises(CheckpointError, match=r"plain\.pth: the checkpoint's heads has no BN \+ ReLU after its "
+                                              r"reduction; build the model with MODEL\.HEADS\.REDUCTION_BN_RELU False"):
+        load_checkpoint(target, path)
+    assert load_checkpoint(build_model(load_config("", plain), 5), path).missing == []
 
 
 def test_data_parallel_prefix_is_stripped(tmp_path):

@@ -24,7 +24,7 @@ HEADS = Registry("head")
 
 @HEADS.register()
 class EmbeddingHead(nn.Module):
-    """Pool -> [1x1 reduction] -> [BNNeck] -> embedding; classifier weight ``weight`` when num_classes > 0.
+    """Pool -> [1x1 reduction [-> BN -> ReLU]] -> [BNNeck] -> embedding; classifier ``weight`` when num_classes > 0.
 
     Args:
         feat_dim: channels of the incoming feature map.
