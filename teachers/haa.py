@@ -34,8 +34,7 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
-from compressreid.modeling.backbones.pretrained import load_pretrained_resnet, resolve_pretrain_path
-from compressreid.modeling.backbones.resnet import ResNetBackbone
+from compressreid.modeling.backbones.resnet import build_resnet_backbone
 from compressreid.modeling.contract import BranchOutput, FeatureInfo, ModelOutput, PixelNormalizer, ReIDModel
 from compressreid.modeling.heads.embedding_head import EmbeddingHead
 from compressreid.modeling.losses.ensemble_losses import BLACK_LOGITS, ENSEMBLE_WEIGHTS
@@ -48,16 +47,6 @@ def _vector_head(cfg: CfgNode, dim: int, num_classes: int) -> EmbeddingHead:
     """BNNeck + classifier over an already-pooled vector (fed as [B, dim, 1, 1])."""
     h = cfg.MODEL.HEADS
     return EmbeddingHead(dim, num_classes, 0, True, "Identity", h.NECK_FEAT, h.CLS_LAYER, h.SCALE, h.MARGIN, h.NORM)
-
-
-def _build_trunk(cfg: CfgNode, pretrained: bool) -> ResNetBackbone:
-    bb = cfg.MODEL.BACKBONE
-    trunk = ResNetBackbone(bb.DEPTH, bb.LAST_STRIDE, bb.NORM, bb.WITH_IBN, bb.WITH_NL, bb.WIDTH,
-                           bb.ZERO_INIT_RESIDUAL)
-    pretrain_path = resolve_pretrain_path(cfg) if pretrained else ""
-    if pretrain_path:  # both trunks start from ImageNet, as the paper's two ResNet-50s do
-        load_pretrained_resnet(trunk, pretrain_path)
-    return trunk
 
 
 @META_ARCHITECTURES.register()
@@ -88,7 +77,8 @@ class HAA(ReIDModel):
     @classmethod
     def from_config(cls, cfg: CfgNode, num_classes: int, pretrained: bool = False) -> "HAA":
         a = cfg.MODEL.HAA
-        backbone, hs_backbone = _build_trunk(cfg, pretrained), _build_trunk(cfg, pretrained)
+        # two trunks with their own weights, both from ImageNet when pretrained, as the paper's two ResNet-50s
+        backbone, hs_backbone = build_resnet_backbone(cfg, pretrained), build_resnet_backbone(cfg, pretrained)
         channels = hs_backbone.out_channels
         heads = EmbeddingHead.from_config(cfg, backbone.out_channels, num_classes)
         h = cfg.MODEL.HEADS

@@ -14,8 +14,7 @@ from torch import nn
 from yacs.config import CfgNode
 
 from compressreid.errors import ConfigError
-from compressreid.modeling.backbones.pretrained import load_pretrained_resnet, resolve_pretrain_path
-from compressreid.modeling.backbones.resnet import ResNetBackbone
+from compressreid.modeling.backbones.resnet import ResNetBackbone, build_resnet_backbone
 from compressreid.modeling.contract import BranchOutput, FeatureInfo, ModelOutput, PixelNormalizer, ReIDModel
 from compressreid.modeling.heads import build_head
 from compressreid.modeling.meta_arch.registry import META_ARCHITECTURES
@@ -88,11 +87,7 @@ class MGN(ReIDModel):
         if bb.NAME != "build_resnet_backbone":
             raise ConfigError(f"MGN is built on ResNet stages; MODEL.BACKBONE.NAME must be "
                               f"'build_resnet_backbone', got '{bb.NAME}'")
-        resnet = ResNetBackbone(bb.DEPTH, bb.LAST_STRIDE, bb.NORM, bb.WITH_IBN, with_nl=False, width=bb.WIDTH,
-                                zero_init_residual=bb.ZERO_INIT_RESIDUAL)
-        pretrain_path = resolve_pretrain_path(cfg) if pretrained else ""
-        if pretrain_path:
-            load_pretrained_resnet(resnet, pretrain_path)
+        resnet = build_resnet_backbone(cfg, pretrained, with_nl=False)
         heads = [build_head(cfg, resnet.out_channels, num_classes) for _ in HEAD_ORDER]
         return cls(resnet, heads, cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD)
 

@@ -30,12 +30,9 @@ POOL_LAYERS_V0 = {
     "identity": "Identity",
 }
 POOL_LAYERS_V1_0 = {
-    "avgpool": "GlobalAvgPool",
-    "fastavgpool": "GlobalAvgPool",
-    "maxpool": "GlobalMaxPool",
+    **POOL_LAYERS_V0,
     "gempool": "GeneralizedMeanPooling",  # p fixed at 3
     "gempoolP": "GeneralizedMeanPoolingP",
-    "identity": "Identity",
 }
 # CLS_LAYER names of both generations (v0.x: linear / circle / arcface; v1.0: linear / circleSoftmax / arcSoftmax
 # / amSoftmax) -> v1.x names.

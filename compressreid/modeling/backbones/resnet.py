@@ -7,7 +7,7 @@ first norm of each block in stages 1-3 is swapped for IBN when requested, and th
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -131,12 +131,13 @@ class ResNetBackbone(nn.Module):
 
 
 @BACKBONES.register("build_resnet_backbone")
-def build_resnet_backbone(cfg: CfgNode, pretrained: bool = False) -> ResNetBackbone:
-    """fast-reid's builder name; reads MODEL.BACKBONE.{DEPTH,LAST_STRIDE,NORM,WITH_IBN,WITH_NL,WIDTH} and, when
-    ``pretrained``, initialises from PRETRAIN_PATH if PRETRAIN is True (see ``pretrained.resolve_pretrain_path``)."""
+def build_resnet_backbone(cfg: CfgNode, pretrained: bool = False, with_nl: Optional[bool] = None) -> ResNetBackbone:
+    """fast-reid's builder name; reads MODEL.BACKBONE.{DEPTH,LAST_STRIDE,NORM,WITH_IBN,WITH_NL,WIDTH,
+    ZERO_INIT_RESIDUAL} and, when ``pretrained``, initialises from PRETRAIN_PATH if PRETRAIN is True (see
+    ``pretrained.resolve_pretrain_path``). ``with_nl`` overrides WITH_NL (MGN builds its trunk without them)."""
     bb = cfg.MODEL.BACKBONE
-    backbone = ResNetBackbone(bb.DEPTH, bb.LAST_STRIDE, bb.NORM, bb.WITH_IBN, bb.WITH_NL, bb.WIDTH,
-                              bb.ZERO_INIT_RESIDUAL)
+    with_nl = bb.WITH_NL if with_nl is None else with_nl
+    backbone = ResNetBackbone(bb.DEPTH, bb.LAST_STRIDE, bb.NORM, bb.WITH_IBN, with_nl, bb.WIDTH, bb.ZERO_INIT_RESIDUAL)
     pretrain_path = resolve_pretrain_path(cfg) if pretrained else ""
     if pretrain_path:
         load_pretrained_resnet(backbone, pretrain_path)
