@@ -30,6 +30,7 @@ from compressreid.export.latency import measure_latency, measure_torch_latency
 from compressreid.export.onnx_export import example_images, export_onnx
 from compressreid.export.ort_model import ort_session
 from compressreid.modeling import build_model
+from compressreid.quant.format import QuantFormat
 from compressreid.quant.ptq import preprocess, quantize_ptq
 
 
@@ -80,6 +81,8 @@ def main() -> None:
     parser.add_argument("--int8", default="", help="a shipped INT8 student (skips building and quantizing)")
     parser.add_argument("--fp32", default="", help="its FP32 ONNX source (with --int8)")
     parser.add_argument("--activation-type", default="uint8", choices=("uint8", "int8"))
+    parser.add_argument("--weight-bits", type=int, default=7, choices=(7, 8),
+                        help="7: the portable target's weights (default); 8: the ort_vnni target's")
     parser.add_argument("--size", type=int, nargs=2, default=[256, 128], metavar=("H", "W"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iters", type=int, default=30)
@@ -103,7 +106,7 @@ def main() -> None:
             prepared = preprocess(fp32_path, os.path.join(tmp, "prepared.onnx"))
             calib = [example_images(size, 8, seed) for seed in range(4)]
             int8_path = quantize_ptq(prepared, os.path.join(tmp, "student_int8.onnx"), calib,
-                                     activation_type=args.activation_type)
+                                     fmt=QuantFormat(args.activation_type, weight_bits=args.weight_bits))
         teacher = build(args.teacher_config, size, args.teacher_weights)
         teacher_path = export_onnx(teacher, os.path.join(tmp, "teacher_fp32.onnx"), size)
         rows = {"student INT8 (ORT)": int8_path, "student FP32 (ORT)": fp32_path, "teacher FP32 (ORT)": teacher_path}

@@ -1,6 +1,7 @@
 """Summarise tools/quantize.py run folders as one Markdown table row each (the README's INT8 tables).
 
     python benchmarks/summarize_quant.py output/q/r18q_s0_ptq_minmax output/q/r18q_s0_qat ...
+    python benchmarks/summarize_quant.py --targets output/q/*_s7     # one row per deployment target
 
 Every number is read from the run's metrics.json: FP32 and INT8 were measured in the same run, on the same
 query/gallery, and their latencies side by side (so the speed-up is a same-run ratio).
@@ -68,16 +69,46 @@ def row(folder: str) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def target_rows(folder: str) -> list:
+    """One row per deployment target of a run: each file judged in its own runtime (metrics.json "targets")."""
+    m = read_metrics(folder)
+    fp32 = m["fp32"]["mAP"]
+    fake = m["fake_quant"]["mAP"] if isinstance(m.get("fake_quant"), dict) else None
+    rows = []
+    for name, t in m.get("targets", {}).items():
+        runtime = (f"{t['runtime_cosine_min']:.3f} / {t['runtime_cosine_mean']:.4f}"
+                   if "runtime_cosine_min" in t else "not run here")
+        kinds = t.get("certification", {})
+        held = sum(1 for k in kinds.values() if k["claimed"] and k["holds"])
+        claimed = sum(1 for k in kinds.values() if k["claimed"])
+        rows.append("| " + " | ".join([
+            os.path.basename(folder.rstrip("/")), name, method_label(m.get("quantization", {})), f"{fp32:.2f}",
+            f"{t['mAP']:.2f} ({t['mAP'] - fp32:+.2f})" + (f" (fake-quant {fake:.2f})" if fake is not None else ""),
+            f"{t['cosine_mean']:.3f} / {t['cosine_min']:.3f}", runtime, f"{int(t.get('u8s8_pair_sum_max', 0))}",
+            f"{held} / {claimed}", f"{t.get('latency', {}).get('speedup_batch32', float('nan')):.2f}×",
+            fallback_cell({**m, "fallback": t.get("fallback", {}), "latency": t.get("latency", {})}),
+            "yes" if t.get("accepted") else "**rejected**"]) + " |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", help="tools/quantize.py OUTPUT_DIR folders")
+    parser.add_argument("--targets", action="store_true", help="one row per deployment target (QUANT.TARGETS)")
     args = parser.parse_args()
+    folders = [f for f in args.folders if os.path.isfile(os.path.join(f, "metrics.json"))]
+    if args.targets:
+        print("| run | target | method | FP32 mAP | INT8 mAP (Δ) | cosine mean / min | runtime vs Q/DQ cosine min / "
+              "mean | u8s8 pair-sum bound | CPU kinds proven / claimed | speed-up b32 | fallback | accepted |")
+        print("|" + " --- |" * 12)
+        for folder in folders:
+            print("\n".join(target_rows(folder)))
+        return
     print("| run | method | FP32 mAP | INT8 mAP (Δ) | INT8 Rank-1 | cosine mean / min | top-10 overlap "
           "| ORT vs Q/DQ cosine min / mean | speed-up b1 / b32 | size | fallback | accepted |")
     print("|" + " --- |" * 12)
-    for folder in args.folders:
-        if os.path.isfile(os.path.join(folder, "metrics.json")):
-            print(row(folder))
+    for folder in folders:
+        print(row(folder))
 
 
 if __name__ == "__main__":

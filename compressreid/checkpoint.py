@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List
 
@@ -53,16 +54,26 @@ def read_checkpoint(path: str, allow_unsafe: bool = False) -> Dict[str, object]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=not allow_unsafe)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = _unpickling_reason(str(exc))
         raise CheckpointError(
-            f"checkpoint {path} needs arbitrary unpickling, refused for safety ({first}); "
-            "if you trust the file, opt in with allow_unsafe=True"
+            f"checkpoint {path} needs arbitrary unpickling, refused for safety ({first}); if you trust the file, "
+            "rerun with --allow-unsafe-checkpoint (Python: allow_unsafe=True)"
         ) from None
     except (RuntimeError, EOFError, OSError) as exc:
         raise CheckpointError(f"checkpoint {path} is not a readable torch file: {exc}") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, expected a dict")
     return data
+
+
+def _unpickling_reason(text: str) -> str:
+    """What torch's weights_only loader refused (e.g. "Unsupported global: GLOBAL argparse.Namespace ..."), not
+    its multi-line advice, which suggests loading unsafely in general."""
+    for line in text.splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return re.sub(r"\x1b\[[0-9;]*m", "", lines[0]) if lines else "unsupported content"
 
 
 def _is_skippable_classifier(key: str, value: torch.Tensor, own: Dict[str, torch.Tensor]) -> bool:
@@ -140,7 +151,8 @@ def load_checkpoint(model: nn.Module, path: str, allow_unsafe: bool = False, str
 
     Args:
         allow_unsafe: opt in to arbitrary unpickling (only for files you trust).
-        strict: raise if any key is missing or unexpected (skipped classifiers are still allowed).
+        strict: raise if any key is missing or unexpected (a classifier the file lacks, or sizes for another
+            dataset, is still allowed).
 
     Raises:
         CheckpointError: unreadable or unsafe file, unsupported format, shape mismatch, or (strict) key mismatch.
@@ -164,8 +176,17 @@ def load_checkpoint(model: nn.Module, path: str, allow_unsafe: bool = False, str
         report.unexpected.extend(sorted(converted.pixel_stats))
         logger.warning("%s: unexpected key(s) %s: the model has no PixelNormalizer", path, sorted(converted.pixel_stats))
     _apply_pixel_stats(pixel_plan, path)
-    if strict and (report.missing or report.unexpected):
-        raise CheckpointError(f"{path}: strict load failed: {len(report.missing)} missing key(s) "
-                              f"(first: {report.missing[:3]}), {len(report.unexpected)} unexpected (first: "
-                              f"{report.unexpected[:3]})")
+    # a classifier the file lacks is the same case as one sized for another dataset: it is not part of the
+    # embedding, and a model built with one (fine-tuning, distillation) trains it from its initialisation
+    missing = [key for key in report.missing if key not in CLASSIFIER_KEYS]
+    if strict and (missing or report.unexpected):
+        raise CheckpointError(key_mismatch_message(path, missing, report.unexpected))
     return report
+
+
+def key_mismatch_message(path: str, missing: List[str], unexpected: List[str]) -> str:
+    """One line naming how many keys are missing / unexpected and the first few, and how to load anyway."""
+    parts = [f"{len(keys)} {kind} key(s) (first: {', '.join(keys[:3])})"
+             for kind, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+    return (f"{path} does not fit the model (strict load): {'; '.join(parts)}; check the config describes the "
+            "checkpoint's model, or set MODEL.LOAD_STRICT False to load it partially")

@@ -1,19 +1,23 @@
 """Shared pieces of the command-line tools: the argument convention and the exit-code contract.
 
 Exit codes: 0 every gate passed, 3 a gate failed (artifact kept, marked rejected),
-2 bad usage / configuration / input, 1 internal error. The library raises; only tools exit.
+2 bad usage / configuration / input, 1 internal error, 130 / 143 interrupted by SIGINT / SIGTERM (128 + the
+signal, as a shell reports it). The library raises; only tools exit.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
+import signal
 import sys
+import threading
 import traceback
-from typing import Callable
+from typing import Callable, Iterator
 
-from compressreid.errors import CheckpointError, ConfigError, DataError, ExportError, GateFailed
+from compressreid.errors import CheckpointError, ConfigError, DataError, ExportError, GateFailed, Interrupted
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -40,10 +44,40 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
+    """``--allow-unsafe-checkpoint``: the per-invocation opt-in to checkpoints that need arbitrary unpickling.
+
+    A command-line flag rather than a config key on purpose: a config file passed around (or a fast-reid
+    config.yaml) must never be able to switch it on for whoever runs it.
+    """
+    parser.add_argument("--allow-unsafe-checkpoint", action="store_true",
+                        help="load checkpoints that hold pickled Python objects besides tensors (this runs code "
+                             "from the file: only for files you trust)")
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into ``Interrupted`` while the body runs, so run folders record 'interrupted' and partial
+    files are removed on the way out (Python's default would end the process where it stands)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_tool(main: Callable[[], None]) -> int:
     """Run a tool's body and map the library's typed errors onto exit codes."""
     try:
-        main()
+        with sigterm_raises():
+            main()
     except GateFailed as exc:
         print(f"gate failed: {exc}", file=sys.stderr)
         return EXIT_GATE_FAILED
@@ -56,9 +90,11 @@ def run_tool(main: Callable[[], None]) -> int:
             return EXIT_BAD_INPUT
         traceback.print_exc()
         return EXIT_INTERNAL
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as Interrupted
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        print(f"interrupted: stopped by {signal.Signals(signum).name} (the run folder records 'interrupted')",
+              file=sys.stderr)
+        return 128 + int(signum)
     except Exception:  # noqa: BLE001 - the last line of defence turns any bug into exit code 1
         traceback.print_exc()
         return EXIT_INTERNAL

@@ -1,4 +1,5 @@
-"""Gate rules (parse, check, raise) and the run folder that records their decisions."""
+"""Gate rules (parse, check on every test set, validate before the work, raise), verdicts, and the run folder that
+records their decisions."""
 
 import json
 import math
@@ -8,7 +9,8 @@ import pytest
 from compressreid.config import get_cfg, load_config
 from compressreid.engine.run_dir import METRICS_FILE, STATUS_FILE, RunDirectory
 from compressreid.errors import ConfigError, DataError, GateFailed
-from compressreid.pipeline.gate import GateDecision, GateRule, check_gates, raise_if_failed
+from compressreid.engine.verdict import Verdict
+from compressreid.gates import GateDecision, GateRule, GateSet, GateSpec, check_gates, raise_if_failed, status_of
 
 # -- parsing ----------------------------------------------------------------------------------------------------
 
@@ -113,7 +115,8 @@ def test_one_decision_per_rule_in_order_and_fields():
     assert isinstance(decisions[0].value, float)  # ints from metrics are recorded as floats
     as_dict = decisions[2].to_dict()
     assert as_dict == {"rule": "rank1 >= previous", "metric": "rank1", "op": ">=", "value": 70.0,
-                       "threshold": 70.0, "reference": "previous", "reference_value": 70.0, "passed": True}
+                       "threshold": 70.0, "reference": "previous", "reference_value": 70.0, "passed": True,
+                       "scope": None, "dataset": None}
     json.dumps(as_dict)  # serialisable as recorded in metrics.json
 
 
@@ -297,3 +300,94 @@ def test_metrics_json_accepts_numpy_and_torch_scalars(tmp_path):
 def test_decision_describe():
     decision = GateDecision("mAP >= 50", "mAP", ">=", 49.0, 50.0, None, None, False)
     assert decision.describe() == "mAP >= 50 (got 49, needed >= 50)"
+
+
+# -- every test set, validation before the work, verdicts ------------------------------------------------------
+
+TWO_SETS = {"dataset": "Market1501", "mAP": 60.0, "rank1": 80.0, "cosine_mean": 0.99,
+            "datasets": {"Market1501": {"mAP": 60.0, "rank1": 80.0}, "DukeMTMC": {"mAP": 30.0, "rank1": 50.0}}}
+
+
+def test_a_rule_applies_to_every_test_set_and_each_must_pass():
+    decisions = check_gates(["mAP >= 40"], TWO_SETS)
+    assert [(d.dataset, d.passed) for d in decisions] == [("Market1501", True), ("DukeMTMC", False)]
+    with pytest.raises(GateFailed, match=r"mAP >= 40 \[DukeMTMC\]"):
+        raise_if_failed(decisions, "teacher")
+
+
+def test_a_rule_may_name_its_test_set():
+    (decision,) = check_gates(["mAP >= 40 on Market1501"], TWO_SETS)
+    assert decision.dataset == "Market1501" and decision.passed
+    teacher = {"dataset": "Market1501", "datasets": {"Market1501": {"rank1": 90.0}, "DukeMTMC": {"rank1": 51.0}}}
+    (decision,) = check_gates(["rank1 >= teacher - 2 on DukeMTMC"], TWO_SETS, {"teacher": teacher})
+    assert decision.threshold == 49.0 and decision.passed  # the reference's value on the same set
+
+
+def test_stage_level_numbers_hold_for_every_set():
+    decisions = check_gates(["cosine_mean >= 0.95"], TWO_SETS)
+    assert [d.value for d in decisions] == [0.99, 0.99]
+
+
+def test_validation_names_the_stage_the_rule_and_the_valid_names():
+    gates = GateSet(["mAp >= 40"], "stage 'teacher'")
+    with pytest.raises(ConfigError, match=r"stage 'teacher': gate rule 'mAp >= 40' names metric 'mAp'.*valid: mAP"):
+        gates.validate(["mAP", "rank1"], {}, ["Synthetic"])
+    with pytest.raises(ConfigError, match=r"names reference 'teacher'; available: \(none\)"):
+        GateSet(["mAP >= teacher"]).validate(["mAP"], {}, ["Synthetic"])
+    with pytest.raises(ConfigError, match="reference 'teacher' has no 'cross_mAP'"):
+        GateSet(["cross_mAP >= teacher"]).validate(["cross_mAP"], {"teacher": ["mAP"]}, ["Synthetic"])
+    with pytest.raises(ConfigError, match="names test set 'Duke'; this stage evaluates: Synthetic"):
+        GateSet(["mAP >= 1 on Duke"]).validate(["mAP"], {}, ["Synthetic"])
+    GateSet(["mAP >= 0.9 * teacher on Synthetic"]).validate(["mAP"], {"teacher": ["mAP"]}, ["Synthetic"])
+
+
+def test_no_rule_is_ungated_never_accepted():
+    assert status_of([], gated=False) == "ungated"
+    assert status_of(check_gates(["mAP >= 1"], {"mAP": 2.0}), gated=True) == "accepted"
+    assert status_of(check_gates(["mAP >= 3"], {"mAP": 2.0}), gated=False) == "rejected"  # a built-in check failed
+
+
+def test_nan_never_passes_and_says_so():
+    (decision,) = check_gates(["collapse_mean_cosine <= 0.99"], {"collapse_mean_cosine": float("nan")})
+    assert not decision.passed and "NaN never passes" in decision.describe()
+
+
+def _verdict(cfg_overrides, spec, tmp_path):
+    cfg = load_config("", cfg_overrides)
+    return Verdict("teacher", cfg, spec), RunDirectory(str(tmp_path / "run")).start(cfg, "train_teacher")
+
+
+SPEC = GateSpec(("mAP", "rank1", "collapse_mean_cosine", "distinct_nn_share"), {}, ("Synthetic",))
+HEALTHY = {"dataset": "Synthetic", "mAP": 30.0, "rank1": 40.0, "collapse_mean_cosine": 0.02,
+           "distinct_nn_share": 0.85}
+
+
+def test_a_verdict_writes_the_decision_and_the_status(tmp_path):
+    verdict, run = _verdict(["TEST.GATES", '("mAP >= 20",)'], SPEC, tmp_path)
+    decisions = verdict(run, dict(HEALTHY))
+    assert [d.rule for d in decisions] == ["mAP >= 20", "collapse_mean_cosine <= 0.99", "distinct_nn_share >= 0.05"]
+    assert read_json(run.file(STATUS_FILE))["status"] == "accepted" == verdict.status
+    assert read_json(run.file(METRICS_FILE))["status"] == "accepted"
+
+
+def test_a_verdict_without_gates_is_ungated_and_its_built_in_check_still_rejects(tmp_path):
+    verdict, run = _verdict([], SPEC, tmp_path)
+    verdict(run, dict(HEALTHY))
+    assert read_json(run.file(STATUS_FILE))["status"] == "ungated"
+    assert read_json(run.file(METRICS_FILE))["accepted"] is False
+    verdict, run = _verdict([], SPEC, tmp_path / "collapsed")
+    with pytest.raises(GateFailed, match="collapse_mean_cosine <= 0.99"):
+        verdict(run, {**HEALTHY, "collapse_mean_cosine": 1.0})  # the same output for every input
+    assert read_json(run.file(STATUS_FILE))["status"] == "rejected"
+
+
+def test_a_bad_gate_fails_when_the_verdict_is_built_not_after_the_work(tmp_path):
+    with pytest.raises(ConfigError, match="names metric 'mAp'"):
+        Verdict("teacher", load_config("", ["TEST.GATES", '("mAp >= 20",)']), SPEC)
+    with pytest.raises(ConfigError, match="TEST.GATE_REFERENCE: metrics file not found"):
+        Verdict("teacher", load_config("", ["TEST.GATE_REFERENCE", str(tmp_path / "none.json")]), SPEC)
+    reference = tmp_path / "ref.json"
+    reference.write_text(json.dumps({"dataset": "Synthetic", "rank1": 50.0}))
+    with pytest.raises(ConfigError, match="reference 'reference' has no 'mAP'"):
+        Verdict("teacher", load_config("", ["TEST.GATE_REFERENCE", str(reference), "TEST.GATES",
+                                            '("mAP >= reference - 1",)']), SPEC)

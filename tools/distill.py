@@ -6,8 +6,11 @@
     torchrun --nproc_per_node=2 tools/distill.py --config-file ... SOLVER.IMS_PER_BATCH 128
 
 Teachers: DISTILL.TEACHERS.CONFIGS (config files or run folders) and WEIGHTS. Gates may name ``teacher``,
-e.g. TEST.GATES '["mAP >= 0.8 * teacher"]'. Options go before the KEY VALUE overrides.
-Exit codes: 0 ok, 3 a gate failed, 2 bad usage/config/input (e.g. a missing teacher checkpoint), 1 internal error.
+e.g. TEST.GATES '["mAP >= 0.8 * teacher"]'. A teacher checkpoint must fit its config's model (missing or
+unexpected keys are an error unless MODEL.LOAD_STRICT False); --allow-unsafe-checkpoint loads one that needs
+arbitrary unpickling (only files you trust). Options go before the KEY VALUE overrides.
+Exit codes: 0 ok, 3 a gate failed, 2 bad usage/config/input (e.g. a missing teacher checkpoint), 1 internal error,
+130/143 interrupted (continue with --resume).
 """
 
 import logging
@@ -17,10 +20,10 @@ from typing import Sequence
 
 from yacs.config import CfgNode
 
-from compressreid.cli import build_parser, run_tool, setup_logging
+from compressreid.cli import add_checkpoint_options, build_parser, run_tool, setup_logging
 from compressreid.config import load_config
 from compressreid.distill.sources import resolve_teacher_sources
-from compressreid.distill.train import (check_distill_inputs, evaluate_distillation, train_distill,
+from compressreid.distill.train import (check_distill_inputs, distill_verdict, evaluate_distillation, train_distill,
                                         train_missing_teachers)
 from compressreid.engine.launch import training_run
 
@@ -45,19 +48,23 @@ def main() -> None:
                         help="continue OUTPUT_DIR's run from its last checkpoint (same config; paths may change)")
     parser.add_argument("--dist-timeout", type=float, default=1800.0, metavar="SECONDS",
                         help="multi-process runs: how long a rank waits for the others before failing")
+    add_checkpoint_options(parser)
     args = parser.parse_args()
     setup_logging()
     progress = sys.stderr.isatty()
     cfg = load_config(args.config_file, args.opts) if args.config_file else default_recipe(args.opts)
     sources = resolve_teacher_sources(cfg)
+    verdict = distill_verdict(cfg, sources)  # a bad gate fails here, before any training
     if not args.config_file:
         logger.warning("no --config-file: running the default recipe %s", DEFAULT_CONFIG)
         train_missing_teachers(sources, args.dist_timeout, progress)
     check_distill_inputs(cfg, sources)  # before OUTPUT_DIR is touched
     with training_run(cfg, "distill", args.dist_timeout, resume=args.resume) as job:
-        outcome = train_distill(cfg, job.run, job.dist, job.device, resume=args.resume, progress=progress)
+        outcome = train_distill(cfg, job.run, job.dist, job.device, resume=args.resume, progress=progress,
+                                allow_unsafe=args.allow_unsafe_checkpoint)
         if job.dist.is_main:
-            evaluate_distillation(cfg, job.run, outcome, progress=progress)
+            evaluation = evaluate_distillation(cfg, job.run, outcome, progress=progress)
+            verdict(job.run, evaluation.payload, evaluation.judged())
             print(f"student: {job.run.file('model_final.pth')}\nmetrics: {job.run.file('metrics.json')}")
 
 

@@ -4,31 +4,36 @@
     python tools/quantize.py [KEY VALUE ...]     # the synthetic default student (run tools/distill.py first)
     python tools/quantize.py --config-file F QUANT.METHOD qat QUANT.SOURCE output/synthetic/distill_r18
 
-Writes OUTPUT_DIR/student_int8.onnx and model_card.json (student_int8.rejected.onnx when a gate fails).
+Writes OUTPUT_DIR/student_int8.onnx and model_card.json (student_int8.rejected.onnx when a gate fails). The source
+checkpoint must fit its model: missing or unexpected keys are an error unless MODEL.LOAD_STRICT False.
 Exit codes: 0 ok, 3 a gate failed, 2 bad usage/config/input (missing source, empty calibration set, an ONNX
-file that does not match, an unsupported operator, a model card that disagrees with its graph), 1 internal error.
+file that does not match, an unsupported operator, a model card that disagrees with its graph), 1 internal error,
+130/143 interrupted by SIGINT/SIGTERM.
 """
 
 import os
 import sys
 
-from compressreid.cli import build_parser, run_tool, setup_logging
+from compressreid.cli import add_checkpoint_options, build_parser, run_tool, setup_logging
 from compressreid.config import load_config
 from compressreid.engine.run_dir import RunDirectory
-from compressreid.quant.run import CARD_FILE, SHIPPED, check_quantize_inputs, run_quantize
+from compressreid.quant.run import CARD_FILE, SHIPPED, check_quantize_inputs, quantize_verdict, run_quantize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "synthetic", "quant_r18.yml")
 
 
 def main() -> None:
-    args = build_parser(__doc__.splitlines()[0]).parse_args()
+    parser = build_parser(__doc__.splitlines()[0])
+    add_checkpoint_options(parser)
+    args = parser.parse_args()
     setup_logging()
     cfg = load_config(args.config_file or DEFAULT_CONFIG, args.opts)
-    check_quantize_inputs(cfg)  # bad input exits 2 before OUTPUT_DIR is touched
+    plan = check_quantize_inputs(cfg, args.allow_unsafe_checkpoint)  # bad input exits 2 before OUTPUT_DIR exists
+    verdict = quantize_verdict(cfg, plan)
     run = RunDirectory(cfg.OUTPUT_DIR).start(cfg, "quantize")
     with run.guard():
-        run_quantize(cfg, run, progress=sys.stderr.isatty())
+        run_quantize(cfg, run, sys.stderr.isatty(), plan, verdict)
     print(f"INT8 model: {run.file(SHIPPED)}\nmodel card: {run.file(CARD_FILE)}\nmetrics: {run.file('metrics.json')}")
 
 

@@ -16,6 +16,10 @@ _C.MODEL.META_ARCHITECTURE = "Baseline"
 _C.MODEL.FREEZE_LAYERS = []
 # Path of a checkpoint to load before training/evaluation (compressreid or fast-reid format).
 _C.MODEL.WEIGHTS = ""
+# Checkpoints a run loads (MODEL.WEIGHTS to evaluate, PRUNE.SOURCE / QUANT.SOURCE, distillation teachers) must
+# fit the model: a missing or unexpected key is an error (a classifier sized for another dataset is still
+# skipped). False loads what fits and only warns about the rest (partial loads, e.g. a bare backbone).
+_C.MODEL.LOAD_STRICT = True
 # Per-channel RGB mean/std on the 0-255 scale. Normalisation happens inside the model so that
 # exported graphs take raw RGB 0-255 and are self-contained.
 _C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
@@ -253,6 +257,15 @@ _C.TEST.MAX_RANK = 50
 # 0 = dense distance matrix; k > 0 = exact faiss top-k search in chunks (large galleries). The run
 # reports when k was too small for every true match to land in the top k.
 _C.TEST.TOPK = 0
+# How the top-k search (TOPK > 0) stores the gallery: "fp32" (float32 in memory, exact search) or "int8"
+# (int8 codes in memory, a quarter of fp32; candidates by int8 products, then each query's RESCORE_WINDOW
+# best re-scored exactly in FP32 from a float32 file in the temp directory, TMPDIR). int8 results equal
+# fp32's whenever the window holds the true top k; the run notes queries for which it likely did not.
+_C.TEST.GALLERY_STORAGE = "fp32"
+# Candidates per query that GALLERY_STORAGE "int8" re-scores exactly (>= TOPK); 0 = 3 x TOPK. On the
+# 1M-gallery benchmark (README) 1.5 x TOPK already gave identical results; 20 x TOPK lets the worst-case
+# error bound prove every query (metric rescore_unproven_queries) at ~10% more search time.
+_C.TEST.RESCORE_WINDOW = 0
 _C.TEST.ROC = CN()
 # Verification metrics (ROC, TPR at FPR 1e-4/1e-3/1e-2, distance distributions) on the dense matrix.
 _C.TEST.ROC.ENABLED = True
@@ -273,11 +286,20 @@ _C.TEST.RERANK.K2 = 6
 _C.TEST.RERANK.LAMBDA = 0.3
 # Number of worst queries (lowest AP) drawn as rank lists.
 _C.TEST.WORST_QUERIES = 8
-# Gate rules checked after evaluation, e.g. "mAP >= 50" or "mAP >= reference - 1.0"; see
-# compressreid.pipeline.gate for the grammar. Empty = no gate.
+# Gate rules checked once after evaluation, on every test set, e.g. "mAP >= 50", "mAP >= reference - 1.0",
+# "rank1 >= 0.9 * teacher on DukeMTMC"; see compressreid.gates for the grammar. Each rule's metric, reference and
+# test set are checked against what the stage reports before any work. Empty = the run is "ungated", never
+# "accepted" (the pipeline refuses it unless PIPELINE.ALLOW_UNGATED).
 _C.TEST.GATES = []
-# metrics.json of a reference run, for rules that name "reference".
+# metrics.json of a reference run, for rules that name "reference" (checked to exist before any work).
 _C.TEST.GATE_REFERENCE = ""
+_C.TEST.COLLAPSE = CN()
+# The built-in check every evaluated model passes, gates or not: its gallery embeddings still tell images apart.
+# Mean cosine between two different gallery embeddings: healthy BNNeck students and teachers here measure
+# 0.01-0.03, an untrained R50 0.93, a model fed the wrong normalisation (normalised twice) 1.0000.
+_C.TEST.COLLAPSE.MAX_MEAN_COSINE = 0.99
+# Distinct nearest gallery entries per query: about 0.85 here; a constant output gives 1 / number of queries.
+_C.TEST.COLLAPSE.MIN_DISTINCT_NN_SHARE = 0.05
 
 # Folder of a run: config.yaml (the merged config, unchanged), metrics.json, plots, checkpoints.
 _C.OUTPUT_DIR = "output"
@@ -390,8 +412,9 @@ _C.QUANT.METHOD = "ptq"
 _C.QUANT.OPSET = 18
 # Activation type: "uint8" or "int8" (weights are always int8). Measured with ONNX Runtime 1.32 on x86: with
 # uint8 activations every Conv(+ReLU) and Add fuses into QLinearConv/QLinearAdd; with int8 activations ReLU-ending
-# convolutions stay FP32 between Q/DQ pairs (11 of 20 in ResNet-18), so int8 is slower. With VNNI (this CPU)
-# u8s8 has no saturation issue. PTQ and QAT both follow it.
+# convolutions stay FP32 between Q/DQ pairs (11 of 20 in ResNet-18), so int8 is slower. Without VNNI, u8 x s8
+# pairs are summed in saturating int16: the targets' weight bits (QUANT.WEIGHT_BITS) take care of that. PTQ and
+# QAT both follow it.
 _C.QUANT.ACTIVATION_TYPE = "uint8"
 # Quantize convolution and linear weights per output channel (symmetric INT8); False = per tensor.
 _C.QUANT.PER_CHANNEL = True
@@ -422,9 +445,39 @@ _C.QUANT.QAT.FREEZE_BN_ITER = 100
 # From this iteration on, activation ranges stop updating, so the last iterations train with the final scales.
 _C.QUANT.QAT.FREEZE_OBSERVER_ITER = 200
 _C.QUANT.BENCHMARK = CN()
-# Timed runs per latency measurement (after warm-up) and the ONNX Runtime intra-op thread count (0 = default).
+# Timed runs per latency measurement (after warm-up) and the runtime's intra-op thread count (0 = default).
 _C.QUANT.BENCHMARK.ITERS = 20
 _C.QUANT.BENCHMARK.THREADS = 0
+# Batch sizes each shipped file's latency is measured at (in its target's runtime) and recorded on its card.
+_C.QUANT.BENCHMARK.BATCHES = (1, 8, 32)
+# Deployment targets, each writing its own file judged in its own runtime (compressreid.quant.targets); the first
+# is the run's primary file (student_int8.onnx), the others student_int8.<target>.onnx. "ort_portable": ONNX
+# Runtime, exact on every CPU kind (x86 with or without AVX-512/VNNI, ARM64) because its 7-bit weights cannot
+# saturate an int16 pair sum; "ort_vnni": ONNX Runtime, 8-bit weights, needs VNNI/AMX or ARM dot product;
+# "openvino": OpenVINO's CPU plugin (pip install 'compressreid[openvino]'), the portable format; "boxmot": the
+# portable file under a name BoxMOT resolves, taking BoxMOT's ImageNet-normalised RGB crops, with its sidecar;
+# "tensorrt": symmetric int8 activations for TensorRT's explicit quantization (checked structurally here).
+_C.QUANT.TARGETS = ("ort_portable",)
+# Weight bits: 0 = each target's own (7 for the portable ones, 8 for ort_vnni); 7 or 8 forces them. A portable
+# target with 8 is refused: its promise cannot be proven.
+_C.QUANT.WEIGHT_BITS = 0
+# Input convention of the shipped files (compressreid.export.conventions): "rgb255" (RGB 0..255, normalisation
+# inside the graph: fast-reid's), "rgb_imagenet" (RGB /255 then ImageNet mean/std: torchvision's, BoxMOT's),
+# "bgr255", "bgr_imagenet" (OpenCV's channel order). Calibration and every gate feed the file this convention.
+_C.QUANT.INPUT_CONVENTION = "rgb255"
+_C.QUANT.BOXMOT = CN()
+# The boxmot target also writes <file>.onnx.metadata.json (model_name, img_size), which BoxMOT >= 23 reads first;
+# without it BoxMOT can only name architectures it registers from the file name (resnet50, osnet_x0_25, ...).
+_C.QUANT.BOXMOT.SIDECAR = True
+_C.QUANT.RUNTIME_PARITY = CN()
+# How close each target's runtime on this machine must stay to the file's own Q/DQ semantics (the file run node
+# by node), on 64 query embeddings: a target rule added to TEST.GATES, against runtime bugs (ORT's per-tensor
+# re-quantization of fallback layers gave mean 0.90, a merged double Q/DQ 0.965). Healthy files differ by the
+# runtimes' requantization rounding: down to mean 0.991 / min 0.982 (OSNet, ORT on VNNI), 0.9946 / 0.991 (OpenVINO,
+# the demo model, AVX2). Saturation cannot be told from that rounding by these numbers (AVX2, 8-bit weights:
+# 0.9955 / 0.977 on the demo model): the targets' accumulation bound is what excludes it.
+_C.QUANT.RUNTIME_PARITY.MIN_COSINE_MEAN = 0.99
+_C.QUANT.RUNTIME_PARITY.MIN_COSINE_MIN = 0.95
 
 _C.PIPELINE = CN()
 # Stages, run in order: "teacher" (train, or load when its config names MODEL.WEIGHTS), "distill", "prune",
@@ -432,6 +485,9 @@ _C.PIPELINE = CN()
 _C.PIPELINE.STAGES = ("teacher", "distill", "prune", "quantize")
 # One config file per entry of STAGES (the stage's own tool config, with its TEST.GATES).
 _C.PIPELINE.CONFIGS = ()
+# A stage without TEST.GATES would hand its model on unjudged (its status is "ungated", never "accepted"): the
+# pipeline refuses such a plan before any stage runs unless this is True.
+_C.PIPELINE.ALLOW_UNGATED = False
 
 def get_cfg() -> CN:
     """Return a fresh, mutable copy of the defaults."""

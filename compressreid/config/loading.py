@@ -14,6 +14,7 @@ from yacs.config import CfgNode as CN
 from compressreid.config.defaults import get_cfg
 from compressreid.config.fastreid_keys import check_ignorable_value, is_fastreid_only
 from compressreid.config.fastreid_legacy import translate_legacy_values
+from compressreid.config.validate import validate_config
 from compressreid.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -172,12 +173,13 @@ def merge_overrides(cfg: CN, overrides: Sequence[str]) -> List[str]:
 
 
 def load_config(config_file: str = "", overrides: Iterable[str] = (), freeze: bool = True) -> CN:
-    """Defaults, then ``config_file`` (with ``_BASE_`` files), then ``KEY VALUE`` overrides; frozen.
+    """Defaults, then ``config_file`` (with ``_BASE_`` files), then ``KEY VALUE`` overrides; range-checked, frozen.
 
     fast-reid keys that compressreid does not use are listed once in a warning and ignored.
 
     Raises:
-        ConfigError: missing file, unknown key (with the closest valid key), or a value of the wrong type.
+        ConfigError: missing file, unknown key (with the closest valid key), a value of the wrong type, or a budget
+            out of its range (see ``compressreid.config.validate``).
     """
     cfg = get_cfg()
     ignored: List[str] = []
@@ -187,6 +189,7 @@ def load_config(config_file: str = "", overrides: Iterable[str] = (), freeze: bo
     if overrides:
         ignored += merge_dict(cfg, overrides_to_dict(overrides), "command-line overrides")
     _warn_ignored(ignored)
+    validate_config(cfg)
     if freeze:
         cfg.freeze()
     return cfg

@@ -66,6 +66,20 @@ def build_train_loader(cfg: CfgNode, data: TrainData, start_batch: int = 0, rank
                       persistent_workers=workers > 0)
 
 
+def close_batches(batches: object) -> None:
+    """Stop the worker processes behind a DataLoader iterator now, in the process that started them.
+
+    Left to the garbage collector (an iterator held by objects that reference each other, or by a frame that
+    outlives its call), the iterator may be collected in a process forked later, such as another loader's worker,
+    whose attempt to stop workers it does not own fails there with "AssertionError: can only test a child
+    process", printed once per worker. torch's iterator has no public close: ``_shutdown_workers`` is what its own
+    ``__del__`` calls, and it does nothing the second time. Other iterables are left alone.
+    """
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if callable(shutdown):
+        shutdown()
+
+
 class SeededSamples(torch.utils.data.Dataset):
     """Reads ``dataset[index]`` with every random generator seeded from the item's own seed.
 

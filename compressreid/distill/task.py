@@ -86,14 +86,15 @@ class DistillationTask:
 
 
 def build_distillation_task(cfg: CfgNode, student: ReIDModel, num_classes: int,
-                            device: torch.device | str = "cpu") -> DistillationTask:
+                            device: torch.device | str = "cpu", allow_unsafe: bool = False) -> DistillationTask:
     """Teachers, criterion and taps from DISTILL for ``student`` (already on ``device``).
 
     Args:
         num_classes: the training identities the student was built with (0 = no classifier); the derived
             value of the run, passed in rather than read back from the config.
+        allow_unsafe: the teachers' checkpoints may need arbitrary unpickling (``--allow-unsafe-checkpoint``).
     """
-    teachers = build_teachers(cfg, num_classes, device)
+    teachers = build_teachers(cfg, num_classes, device, allow_unsafe)
     student_info = ModelInfo.of(student, "student", num_classes, identity_set(cfg))
     criterion = build_distillation_criterion(cfg, student_info, teachers.infos, teachers.weights).to(device)
     return DistillationTask(student, teachers, criterion, device, cfg.SOLVER.BF16_CPU, cfg.SOLVER.AMP.ENABLED)

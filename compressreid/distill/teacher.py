@@ -130,22 +130,31 @@ def _classifier_status(cfg: CfgNode, report: LoadReport, num_classes: int, path:
 
 def load_teacher(config_file: str, weights: str, num_classes: int, name: str, weight: float = 1.0,
                  bf16: bool = False, channels_last: bool = False,
-                 device: torch.device | str = "cpu") -> Teacher:
+                 device: torch.device | str = "cpu", strict: bool = True, allow_unsafe: bool = False) -> Teacher:
     """Build the teacher ``config_file`` describes and load ``weights`` (or its own MODEL.WEIGHTS).
 
     Args:
         num_classes: the student's training identities; the teacher's classifier is usable for logit
             distillation only when its checkpoint has exactly this many classes.
+        strict: weights the teacher model does not have are an error too (the student run's MODEL.LOAD_STRICT):
+            they mean the config describes another network than the one trained (e.g. without its non-local
+            blocks). Missing non-classifier weights are always an error.
+        allow_unsafe: the checkpoint may need arbitrary unpickling (``--allow-unsafe-checkpoint``).
 
     Raises:
-        ConfigError: no weights named. CheckpointError: unreadable file or missing non-classifier weights.
+        ConfigError: no weights named. CheckpointError: unreadable or unsafe file, missing non-classifier weights,
+            or (strict) unexpected weights.
     """
     cfg = load_config(config_file)
     path = weights or cfg.MODEL.WEIGHTS
     if not path:
         raise ConfigError(f"{name}: no weights; set DISTILL.TEACHERS.WEIGHTS or MODEL.WEIGHTS in {config_file}")
     model = build_model(cfg, num_classes=num_classes)
-    report = load_checkpoint(model, path)  # any supported compressreid / fast-reid format, weights_only
+    report = load_checkpoint(model, path, allow_unsafe=allow_unsafe)  # any compressreid / fast-reid format
+    if strict and report.unexpected:
+        raise CheckpointError(f"teacher checkpoint {path} has {len(report.unexpected)} weight(s) the teacher model "
+                              f"of {config_file} does not, first: {', '.join(report.unexpected[:3])}; check that "
+                              "config describes the trained teacher, or set MODEL.LOAD_STRICT False")
     usable, note = _classifier_status(cfg, report, num_classes, path)
     info = ModelInfo.of(model, name, usable, identity_set(cfg), note)
     logger.info("%s: %s from %s, input %s, %d classes usable", name, cfg.MODEL.META_ARCHITECTURE, path,
@@ -154,8 +163,10 @@ def load_teacher(config_file: str, weights: str, num_classes: int, name: str, we
     return Teacher(model.to(device), info, weight, cfg.INPUT.SIZE_TRAIN, bf16, channels_last)
 
 
-def build_teachers(cfg: CfgNode, num_classes: int, device: torch.device | str = "cpu") -> TeacherEnsemble:
-    """Every teacher of DISTILL.TEACHERS, weighted by SCALES (empty = an equal share each)."""
+def build_teachers(cfg: CfgNode, num_classes: int, device: torch.device | str = "cpu",
+                   allow_unsafe: bool = False) -> TeacherEnsemble:
+    """Every teacher of DISTILL.TEACHERS, weighted by SCALES (empty = an equal share each), loaded as strictly as
+    this run's MODEL.LOAD_STRICT asks."""
     t = cfg.DISTILL.TEACHERS
     configs, weights, scales = list(t.CONFIGS), list(t.WEIGHTS), list(t.SCALES)
     if not configs:
@@ -168,6 +179,7 @@ def build_teachers(cfg: CfgNode, num_classes: int, device: torch.device | str = 
     weights = weights or [""] * len(configs)
     scales = scales or [1.0 / len(configs)] * len(configs)
     return TeacherEnsemble([
-        load_teacher(c, w, num_classes, f"teacher {i} ({c})", s, t.BF16, t.CHANNELS_LAST, device)
+        load_teacher(c, w, num_classes, f"teacher {i} ({c})", s, t.BF16, t.CHANNELS_LAST, device,
+                     cfg.MODEL.LOAD_STRICT, allow_unsafe)
         for i, (c, w, s) in enumerate(zip(configs, weights, scales))
     ])

@@ -16,11 +16,13 @@ from torch import nn
 from yacs.config import CfgNode
 
 from compressreid.data.build import load_train_data
+from compressreid.data.verify import check_test_images
 from compressreid.distill.sources import (TeacherSource, check_teacher_files, missing_weights, resolve_teacher_sources,
                                           resolved_config)
 from compressreid.distill.task import build_distillation_task
 from compressreid.engine.device import resolve_device, seed_everything
 from compressreid.engine.distributed import DistContext, prepare_norms
+from compressreid.engine.hooks import TRAINING_METRICS
 from compressreid.engine.io import atomic_torch_save
 from compressreid.engine.launch import training_run
 from compressreid.engine.loop import HookBase
@@ -29,10 +31,12 @@ from compressreid.engine.resume import FINAL_MODEL
 from compressreid.engine.run_dir import RunDirectory
 from compressreid.engine.supervised import train_supervised
 from compressreid.engine.trainer import fit, iterations
+from compressreid.engine.verdict import Verdict
 from compressreid.errors import CheckpointError, ConfigError
-from compressreid.evaluation.run import ReferenceModel, check_gate_rules, evaluate_run
+from compressreid.evaluation.cross_model import SUMMARY_METRICS
+from compressreid.evaluation.run import Evaluation, ReferenceModel, evaluate_run, evaluation_spec
+from compressreid.gates import GateRule, GateSpec
 from compressreid.modeling import build_model
-from compressreid.pipeline.gate import GateRule
 
 logger = logging.getLogger(__name__)
 
@@ -54,29 +58,46 @@ def teacher_names(count: int) -> List[str]:
 
 
 def check_distill_inputs(cfg: CfgNode, sources: Optional[Sequence[TeacherSource]] = None) -> List[TeacherSource]:
-    """Everything a distillation run needs that is cheap to check: teacher files and gate rules.
+    """The teacher files a distillation run needs, checked (cheap, before any work).
 
     Raises:
-        ConfigError / CheckpointError: a missing teacher config or checkpoint, a bad gate rule.
+        ConfigError / CheckpointError: a missing teacher config or checkpoint.
     """
     sources = list(sources) if sources is not None else resolve_teacher_sources(cfg)
     check_teacher_files(sources)
-    reference = ["reference"] if cfg.TEST.GATE_REFERENCE else []
-    check_gate_rules(cfg.TEST.GATES, [*teacher_names(len(sources)), *reference])
+    return sources
+
+
+def distill_gate_spec(cfg: CfgNode, num_teachers: int) -> GateSpec:
+    """What a distillation run reports: the student's evaluation and training numbers (cross-model retrieval when
+    gallery-compatible), each teacher as a reference.
+
+    Raises:
+        ConfigError: a rule on a cross-model metric in a run that is not gallery-compatible.
+    """
+    cross = tuple(f"cross_{m}" for m in SUMMARY_METRICS) if cfg.DISTILL.GALLERY_COMPATIBLE else ()
     for text in cfg.TEST.GATES:
-        if GateRule.parse(text).metric.startswith("cross_") and not cfg.DISTILL.GALLERY_COMPATIBLE:
+        if GateRule.parse(text).metric.startswith("cross_") and not cross:
             raise ConfigError(f"gate rule '{text}' reads a cross-model metric, which only gallery-compatible runs "
                               "report (DISTILL.GALLERY_COMPATIBLE True)")
-    return sources
+    return evaluation_spec(cfg, (*TRAINING_METRICS, *cross), teacher_names(num_teachers))
+
+
+def distill_verdict(cfg: CfgNode, sources: Sequence[TeacherSource]) -> Verdict:
+    """The distillation run's gates, validated now (a bad rule fails in seconds, before any training)."""
+    return Verdict("distill", cfg, distill_gate_spec(cfg, len(sources)))
 
 
 def train_distill(cfg: CfgNode, run: RunDirectory, dist: DistContext = DistContext(),
                   device: Optional[torch.device] = None, resume: bool = False, progress: bool = True,
-                  extra_hooks: Sequence[HookBase] = ()) -> DistillOutcome:
+                  extra_hooks: Sequence[HookBase] = (), allow_unsafe: bool = False) -> DistillOutcome:
     """Distil DISTILL.TEACHERS into the configured student on DATASETS.NAMES (see ``fit`` for resume and DDP).
 
     The optimizer updates the student and the losses' adapters with the same parameter-group rules;
     the teachers stay frozen, outside the checkpoint and outside gradient averaging.
+
+    Args:
+        allow_unsafe: teacher checkpoints may need arbitrary unpickling (``--allow-unsafe-checkpoint``).
     """
     sources = check_distill_inputs(cfg)
     seed_everything(cfg.SEED)
@@ -84,9 +105,10 @@ def train_distill(cfg: CfgNode, run: RunDirectory, dist: DistContext = DistConte
     torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
     with dist.main_first():  # a dataset rendered or checked on first use is written by one rank only
         data = load_train_data(cfg)
+        check_test_images(cfg)  # before training, not at the evaluation after it
     student = build_model(cfg, num_classes=data.num_classes, pretrained=True)
     student = prepare_norms(student, (cfg.MODEL.BACKBONE.NORM, cfg.MODEL.HEADS.NORM), dist, device).to(device)
-    task = build_distillation_task(resolved_config(cfg, sources), student, data.num_classes, device)
+    task = build_distillation_task(resolved_config(cfg, sources), student, data.num_classes, device, allow_unsafe)
     try:
         optimizer = build_optimizer(cfg, task.named_trainable_parameters())
         per_epoch, max_iter = iterations(cfg, data)
@@ -103,13 +125,11 @@ def train_distill(cfg: CfgNode, run: RunDirectory, dist: DistContext = DistConte
     return DistillOutcome(student.eval(), references)
 
 
-def evaluate_distillation(cfg: CfgNode, run: RunDirectory, outcome: DistillOutcome, progress: bool = True) -> dict:
-    """Evaluate the student and its teachers on the same query/gallery, write metrics.json, check TEST.GATES.
+def evaluate_distillation(cfg: CfgNode, run: RunDirectory, outcome: DistillOutcome,
+                          progress: bool = True) -> Evaluation:
+    """Evaluate the student and its teachers on the same query/gallery (the teachers are the gate references).
 
     Gallery-compatible runs also search student queries against the teacher's gallery (``cross_model``).
-
-    Raises:
-        GateFailed: a TEST.GATES rule failed (metrics.json is written, the run marked rejected).
     """
     cross = "teacher" if cfg.DISTILL.GALLERY_COMPATIBLE else ""
     return evaluate_run(cfg, run, model=outcome.student, label="student", progress=progress,
@@ -134,10 +154,12 @@ def train_missing_teachers(sources: Sequence[TeacherSource], dist_timeout_s: flo
                                   f"would write {target} instead")
         logger.warning("teacher checkpoint %s not found: TRAINING THE TEACHER FIRST (%s into %s); this takes a "
                        "while and happens once", source.weights, source.config, teacher_cfg.OUTPUT_DIR)
+        verdict = Verdict("teacher", teacher_cfg, evaluation_spec(teacher_cfg, TRAINING_METRICS))
         with training_run(teacher_cfg, "train_teacher", dist_timeout_s) as job:
             model = train_supervised(teacher_cfg, job.run, job.dist, job.device, progress=progress)
             if job.dist.is_main:
-                evaluate_run(teacher_cfg, job.run, model=model, label=teacher_cfg.MODEL.META_ARCHITECTURE,
-                             progress=progress)
+                evaluation = evaluate_run(teacher_cfg, job.run, model=model,
+                                          label=teacher_cfg.MODEL.META_ARCHITECTURE, progress=progress)
+                verdict(job.run, evaluation.payload, evaluation.judged())
         written.append(source.weights)
     return written

@@ -18,6 +18,9 @@ from compressreid.engine.resume import save_training_state
 
 logger = logging.getLogger(__name__)
 
+# What a training run records in metrics.json (ThroughputHook), gate-able like any metric.
+TRAINING_METRICS = ("train_images_per_second", "train_seconds_per_iter")
+
 
 class LRScheduleHook(HookBase):
     """Sets every group's LR from a pure function of the iteration before each step."""

@@ -45,7 +45,7 @@ def training_run(cfg: CfgNode, tool: str, dist_timeout_s: float = 1800.0,
         if resume:
             _check_resumable_on_every_rank(run, cfg, dist)
         if dist.is_main:
-            run.start(cfg, tool)
+            run.start(cfg, tool, resume=resume)
             with run.guard():
                 yield TrainingRun(run, dist, device)
         else:

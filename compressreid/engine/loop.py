@@ -13,7 +13,9 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Protocol
 
 import torch
 
+from compressreid.data.build import close_batches
 from compressreid.engine.distributed import DistContext
+from compressreid.errors import TrainingDiverged
 
 
 class TrainingTask(Protocol):
@@ -76,19 +78,27 @@ class TrainLoop:
             hook.loop = self
 
     def run(self) -> None:
-        for hook in self.hooks:
-            hook.before_train()
-        while self.iter < self.max_iter:
+        try:
             for hook in self.hooks:
-                hook.before_step()
-            started = time.perf_counter()
-            self.step()
-            self.last_step_seconds = time.perf_counter() - started
-            self.iter += 1  # hooks see the number of finished iterations
+                hook.before_train()
+            while self.iter < self.max_iter:
+                for hook in self.hooks:
+                    hook.before_step()
+                started = time.perf_counter()
+                self.step()
+                self.last_step_seconds = time.perf_counter() - started
+                self.iter += 1  # hooks see the number of finished iterations
+                for hook in self.hooks:
+                    hook.after_step()
             for hook in self.hooks:
-                hook.after_step()
-        for hook in self.hooks:
-            hook.after_train()
+                hook.after_train()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the loader's worker processes now, in this process (see ``close_batches``)."""
+        close_batches(self._batches)
+        self._batches = iter(())
 
     def step(self) -> None:
         if callable(getattr(self.task, "train", None)):
@@ -98,7 +108,10 @@ class TrainLoop:
         losses = self.task.training_step(next(self._batches))
         total = torch.stack([value.float() for value in losses.values()]).sum()
         if not torch.isfinite(total):
-            raise FloatingPointError(f"loss became {total.item()} at iteration {self.iter}: {self._fmt(losses)}")
+            lr = self.optimizer.param_groups[0]["lr"]
+            raise TrainingDiverged(f"training diverged: the loss became {total.item()} at iteration {self.iter + 1} "
+                                   f"({self._fmt(losses)}, learning rate {lr:.3g}); lower SOLVER.BASE_LR or clip "
+                                   "gradients (SOLVER.CLIP_GRADIENTS.ENABLED True)")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.dist.average_gradients(self._params)
@@ -148,4 +161,4 @@ class TrainLoop:
 
     @staticmethod
     def _fmt(losses: Dict[str, torch.Tensor]) -> str:
-        return ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+        return ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())

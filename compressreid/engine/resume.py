@@ -22,9 +22,11 @@ from compressreid.errors import CheckpointError, ConfigError
 
 LAST_CHECKPOINT = "last_checkpoint.pth"
 FINAL_MODEL = "model_final.pth"
-# Keys a resumed run may change: where things are, and how many loader workers read them (augmentation is
-# seeded per image, so the result does not depend on NUM_WORKERS). Anything else changes the training.
-_RESUMABLE_SUFFIXES = ("_DIR", "_PATH", ".ROOT", ".WEIGHTS", ".GATE_REFERENCE", "DATALOADER.NUM_WORKERS")
+# Keys a resumed run may change: where things are, how many loader workers read them (augmentation is seeded per
+# image, so the result does not depend on NUM_WORKERS) and how strictly input checkpoints are checked. Anything
+# else changes the training.
+_RESUMABLE_SUFFIXES = ("_DIR", "_PATH", ".ROOT", ".WEIGHTS", ".GATE_REFERENCE", "DATALOADER.NUM_WORKERS",
+                       "MODEL.LOAD_STRICT")
 
 
 def rng_states() -> Dict[str, object]:

@@ -10,6 +10,7 @@ from torch import nn
 from yacs.config import CfgNode
 
 from compressreid.data.build import load_train_data
+from compressreid.data.verify import check_test_images
 from compressreid.engine.device import autocast, resolve_device, seed_everything
 from compressreid.engine.distributed import DistContext, prepare_norms
 from compressreid.engine.loop import HookBase
@@ -55,6 +56,7 @@ def train_supervised(cfg: CfgNode, run: RunDirectory, dist: DistContext = DistCo
     torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
     with dist.main_first():  # a dataset rendered or checked on first use is written by one rank only
         data = load_train_data(cfg)
+        check_test_images(cfg)  # before training, not at the evaluation after it
     model = build_model(cfg, num_classes=data.num_classes, pretrained=True)
     model = prepare_norms(model, (cfg.MODEL.BACKBONE.NORM, cfg.MODEL.HEADS.NORM), dist, device).to(device)
     optimizer = build_optimizer(cfg, model)

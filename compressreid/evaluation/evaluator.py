@@ -20,11 +20,14 @@ from compressreid.data.records import DatasetSplits, ImageRecord
 from compressreid.errors import DataError
 from compressreid.evaluation.distance import compute_distance
 from compressreid.evaluation.features import extract_features
+from compressreid.evaluation.gallery_search import check_gallery_options, search_gallery
 from compressreid.evaluation.query_expansion import aqe
 from compressreid.evaluation.rank import evaluate_rank_detailed
 from compressreid.evaluation.rerank import k_reciprocal_rerank
-from compressreid.evaluation.roc import distance_distributions, roc_from_distmat, tpr_at_fpr
-from compressreid.evaluation.search import evaluate_rank_topk, topk_search
+from compressreid.evaluation.collapse import COLLAPSE_METRICS, collapse_metrics
+from compressreid.evaluation.metric_names import RANK_METRICS, SUBSET_METRICS, roc_metric_names
+from compressreid.evaluation.roc import distance_distributions, roc_from_distmat, threshold_at_fpr, tpr_at_fpr
+from compressreid.evaluation.search import evaluate_rank_topk
 from compressreid.evaluation.subsets import flagged_queries, subset_metrics_dense, subset_metrics_topk
 
 logger = logging.getLogger(__name__)
@@ -66,19 +69,27 @@ def encode_identities(q_pids, g_pids):
 
 
 class ReIDEvaluator:
-    """Market1501-protocol evaluation with optional flip, AQE, re-ranking, faiss top-k and ROC."""
+    """Market1501-protocol evaluation with optional flip, AQE, re-ranking, top-k search and ROC.
+
+    With ``topk > 0`` the gallery is searched in blocks (:func:`search_gallery`), stored as ``gallery_storage``
+    (``"fp32"``, or ``"int8"`` with ``rescore_window`` candidates per query re-scored exactly).
+    """
 
     def __init__(self, metric: str = "cosine", max_rank: int = 50, topk: int = 0, roc: bool = True,
-                 flip: bool = False, rerank: Optional[tuple] = None, aqe_params: Optional[tuple] = None):
+                 flip: bool = False, rerank: Optional[tuple] = None, aqe_params: Optional[tuple] = None,
+                 gallery_storage: str = "fp32", rescore_window: int = 0):
+        check_gallery_options(gallery_storage, rescore_window, topk)
         self.metric, self.max_rank, self.topk, self.roc, self.flip = metric, max_rank, topk, roc, flip
         self.rerank, self.aqe_params = rerank, aqe_params
+        self.gallery_storage, self.rescore_window = gallery_storage, rescore_window
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> "ReIDEvaluator":
         t = cfg.TEST
         rerank = (t.RERANK.K1, t.RERANK.K2, t.RERANK.LAMBDA) if t.RERANK.ENABLED else None
         aqe_params = (t.AQE.QE_TIME, t.AQE.QE_K, t.AQE.ALPHA) if t.AQE.ENABLED else None
-        return cls(t.METRIC, t.MAX_RANK, t.TOPK, t.ROC.ENABLED, t.FLIP.ENABLED, rerank, aqe_params)
+        return cls(t.METRIC, t.MAX_RANK, t.TOPK, t.ROC.ENABLED, t.FLIP.ENABLED, rerank, aqe_params,
+                   t.GALLERY_STORAGE, t.RESCORE_WINDOW)
 
     def embed(self, model: nn.Module, test_set: DatasetSplits, cfg: CfgNode, device: torch.device,
               progress: bool = True) -> EmbeddedSplits:
@@ -110,6 +121,8 @@ class ReIDEvaluator:
         q_pids, q_cams = _labels(q_records)
         g_pids, g_cams = _labels(g_records)
         q_ids, g_ids = encode_identities(q_pids, g_pids)
+        if not all(bool(torch.isfinite(torch.as_tensor(f)).all()) for f in (q_feats, g_feats)):
+            return self._non_finite(dataset, q_records, g_records)
         if self.aqe_params:
             q_feats, g_feats = aqe(q_feats, g_feats, *self.aqe_params)
         if self.topk > 0:
@@ -121,6 +134,7 @@ class ReIDEvaluator:
         ranks = evaluate_rank_detailed(distmat, q_ids, g_ids, q_cams, g_cams, self.max_rank)
         result = EvaluationResult(dataset, {}, list(q_records), list(g_records), distmat)
         result.metrics = self._scalar_metrics(ranks, len(q_records), len(g_records))
+        result.metrics.update(collapse_metrics(g_feats, np.argmin(distmat, axis=1)))
         rows = flagged_queries(q_records)
         if rows is not None:  # black-clothes queries against the full gallery, for HAA-vs-baseline comparisons
             result.metrics.update(subset_metrics_dense(distmat, q_ids, g_ids, q_cams, g_cams, rows, self.max_rank))
@@ -129,25 +143,50 @@ class ReIDEvaluator:
             # a seeded sample of negative pairs bounds memory on large galleries (Market1501: ~53M pairs)
             result.roc = roc_from_distmat(distmat, q_ids, g_ids, q_cams, g_cams, max_negatives=5_000_000)
             result.metrics.update({k: 100.0 * v for k, v in tpr_at_fpr(result.roc).items()})
+            result.metrics.update(threshold_at_fpr(result.roc))  # the match threshold a tracker should use
             result.pos_neg_distances = distance_distributions(distmat, q_ids, g_ids, q_cams, g_cams)
         return result
 
     def _evaluate_topk(self, q_feats, g_feats, q_ids, g_ids, q_cams, g_cams, q_records, g_records, dataset):
-        topk_dist, topk_idx = topk_search(q_feats, g_feats, self.topk, self.metric)
+        found = search_gallery(q_feats, g_feats, self.topk, self.metric, self.gallery_storage, self.rescore_window)
+        topk_dist, topk_idx = found.topk_dist, found.topk_idx
         ranks = evaluate_rank_topk(topk_dist, topk_idx, q_ids, g_ids, q_cams, g_cams, self.max_rank)
         result = EvaluationResult(dataset, {}, list(q_records), list(g_records))
         result.metrics = self._scalar_metrics(ranks, len(q_records), len(g_records))
+        result.metrics.update(collapse_metrics(g_feats, topk_idx[:, 0]))
         result.metrics["topk"] = self.topk
         result.metrics["topk_incomplete_queries"] = int(ranks.num_incomplete)
+        if self.gallery_storage != "fp32":
+            result.metrics.update(rescore_window=found.window, rescore_at_risk_queries=found.num_at_risk,
+                                  rescore_unproven_queries=found.num_unproven)
         rows = flagged_queries(q_records)
         if rows is not None:
             result.metrics.update(subset_metrics_topk(topk_dist, topk_idx, q_ids, g_ids, q_cams, g_cams, rows,
                                                       self.max_rank))
-        if ranks.num_incomplete:
-            result.notes.append(ranks.incomplete_message)
-            logger.warning("%s: %s", dataset, ranks.incomplete_message)
+        for message in (ranks.message, found.message):
+            if message:
+                result.notes.append(message)
+                logger.warning("%s: %s", dataset, message)
         self._note_skipped(result, ranks.skipped_query_indices, [r.pid for r in q_records])
         return result
+
+    @staticmethod
+    def _non_finite(dataset: str, q_records, g_records) -> EvaluationResult:
+        """A model that outputs NaN or inf is measured, not refused: every metric NaN, so every gate on it fails
+        (saying NaN) and the stage is rejected, instead of an error that reads as bad input."""
+        message = "embeddings contain NaN or inf: every metric is NaN"
+        logger.error("%s: %s", dataset, message)
+        nan = float("nan")
+        names = [*RANK_METRICS, *COLLAPSE_METRICS, *roc_metric_names()]
+        flags = flagged_queries(q_records)
+        if flags is not None:
+            names += [n for n in SUBSET_METRICS if not n.endswith(("num_query", "num_valid_queries"))]
+        metrics = {key: nan for key in names}
+        if flags is not None:
+            metrics.update(black_num_query=len(flags), black_num_valid_queries=0)
+        metrics.update(num_query=len(q_records), num_gallery=len(g_records), num_valid_queries=0,
+                       num_skipped_queries=len(q_records))
+        return EvaluationResult(dataset, metrics, list(q_records), list(g_records), notes=[message])
 
     @staticmethod
     def _scalar_metrics(ranks, num_query: int, num_gallery: int) -> Dict[str, float]:

@@ -46,7 +46,12 @@ def write_curves(result: EvaluationResult, path: str, label: str, points: int = 
         grid = np.logspace(-6, 0, points)
         tpr = roc.tpr[np.clip(np.searchsorted(roc.fpr, grid, side="right") - 1, 0, None)]
         data["roc"] = {"fpr": grid.tolist(), "tpr": tpr.tolist(), "auc": float(roc.auc),
-                       "num_pos": int(roc.num_pos), "num_neg": int(roc.num_neg)}
+                       "num_pos": int(roc.num_pos), "num_neg": int(roc.num_neg),
+                       # the match thresholds a tracker would use, at the FPRs the report marks
+                       "operating_points": [{"fpr": float(f), "tpr": result.metrics[f"TPR@FPR={f}"] / 100.0,
+                                             "threshold": result.metrics[f"threshold@FPR={f}"]}
+                                            for f in ("1e-03", "1e-02")
+                                            if f"threshold@FPR={f}" in result.metrics]}
     if result.pos_neg_distances is not None:
         pos, neg = (np.asarray(a, dtype=np.float64) for a in result.pos_neg_distances)
         both = np.concatenate([pos, neg])

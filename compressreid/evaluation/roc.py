@@ -104,3 +104,20 @@ def tpr_at_fpr(roc: RocResult, targets: Sequence[float] = (1e-4, 1e-3, 1e-2)) ->
         ok = roc.fpr <= target
         out[f"TPR@FPR={target:.0e}"] = float(roc.tpr[ok].max()) if ok.any() else 0.0
     return out
+
+
+def threshold_at_fpr(roc: RocResult, targets: Sequence[float] = (1e-4, 1e-3, 1e-2)) -> Dict[str, float]:
+    """The distance threshold a tracker should match below to stay at each false-positive rate: the largest
+    threshold whose FPR is at most the target (the operating point of ``tpr_at_fpr``'s TPR).
+
+    sklearn's first threshold accepts nothing (distance -inf here); a target no finite threshold meets gives NaN.
+
+    Returns:
+        e.g. ``{"threshold@FPR=1e-03": 0.41, ...}`` (cosine distance when the evaluation metric is cosine).
+    """
+    out = {}
+    finite = np.isfinite(roc.thresholds)
+    for target in targets:
+        ok = (roc.fpr <= target) & finite
+        out[f"threshold@FPR={target:.0e}"] = float(roc.thresholds[ok].max()) if ok.any() else float("nan")
+    return out

@@ -1,7 +1,7 @@
-"""Evaluate a model on every DATASETS.TESTS set, draw the report, check TEST.GATES, write metrics.json.
+"""Evaluate a model on every DATASETS.TESTS set and draw the report; the caller's Verdict judges the metrics.
 
 Reference models (e.g. distillation teachers) are evaluated on the same query/gallery with the same evaluator,
-reported next to the model and usable as gate references.
+reported next to the model and offered as gate references.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -26,28 +26,28 @@ from compressreid.evaluation.cross_model import SUMMARY_METRICS, cross_key, cros
 from compressreid.evaluation.evaluator import EvaluationResult, ReIDEvaluator
 from compressreid.evaluation.report import metrics_payload, write_plots
 from compressreid.modeling import build_model
-from compressreid.pipeline.gate import GateRule, check_gates, raise_if_failed
+from compressreid.evaluation.metric_names import evaluation_metric_names
+from compressreid.gates import GateSpec, Judged
 
 logger = logging.getLogger(__name__)
 
 
-def load_reference_metrics(path: str) -> Dict[str, Dict[str, float]]:
-    """A previous run's metrics.json as the ``reference`` of gate rules."""
-    if not path:
-        return {}
-    if not os.path.isfile(path):
-        raise ConfigError(f"TEST.GATE_REFERENCE: metrics file not found: {path}")
-    with open(path, "r", encoding="utf-8") as handle:
-        data = json.load(handle)
-    return {"reference": {k: v for k, v in data.items() if isinstance(v, (int, float))}}
+def build_eval_model(cfg: CfgNode, allow_unsafe: bool = False) -> nn.Module:
+    """The configured model with MODEL.WEIGHTS loaded (required: evaluating random weights is a mistake).
 
+    The load is strict unless MODEL.LOAD_STRICT is False: a checkpoint missing part of the model would otherwise
+    be evaluated with random weights in that part.
 
-def build_eval_model(cfg: CfgNode) -> nn.Module:
-    """The configured model with MODEL.WEIGHTS loaded (required: evaluating random weights is a mistake)."""
+    Args:
+        allow_unsafe: the user trusts the file with arbitrary unpickling (``--allow-unsafe-checkpoint``).
+
+    Raises:
+        ConfigError: no MODEL.WEIGHTS. CheckpointError: unreadable, unsafe or (strict) mismatched checkpoint.
+    """
     if not cfg.MODEL.WEIGHTS:
         raise ConfigError("MODEL.WEIGHTS is empty: name the checkpoint to evaluate (MODEL.WEIGHTS path/to/model.pth)")
     model = build_model(cfg)
-    load_checkpoint(model, cfg.MODEL.WEIGHTS)
+    load_checkpoint(model, cfg.MODEL.WEIGHTS, allow_unsafe=allow_unsafe, strict=cfg.MODEL.LOAD_STRICT)
     return model
 
 
@@ -68,19 +68,22 @@ class ReferenceModel:
     label: str = ""
 
 
-def check_gate_rules(rules: Iterable[str], references: Iterable[str]) -> None:
-    """Parse every rule and check the references it names are among ``references``; cheap, so tools call it
-    before the expensive work (a typo found after hours of training wastes them).
+def evaluation_spec(cfg: CfgNode, extra_metrics: Sequence[str] = (), reference_models: Sequence[str] = ()) -> GateSpec:
+    """What ``evaluate_run`` will report for ``cfg`` (metric names, references, test sets)."""
+    metrics = tuple(evaluation_metric_names(cfg)) + tuple(extra_metrics)
+    return GateSpec(metrics, {name: metrics for name in reference_models}, tuple(cfg.DATASETS.TESTS))
 
-    Raises:
-        ConfigError: a malformed rule or an unknown reference.
-    """
-    available = set(references)
-    for text in rules:
-        rule = GateRule.parse(text)
-        if rule.reference is not None and rule.reference not in available:
-            valid = ", ".join(sorted(available)) or "(none)"
-            raise ConfigError(f"gate rule '{text}' names reference '{rule.reference}'; available: {valid}")
+
+@dataclass
+class Evaluation:
+    """What ``evaluate_run`` measured: metrics.json's payload and the reference models' payloads (gate
+    references of their names)."""
+
+    payload: Dict[str, object]
+    references: Dict[str, Dict[str, object]]
+
+    def judged(self) -> List[Judged]:
+        return [Judged(self.payload, self.references)]
 
 
 def _loader_cfg(cfg: CfgNode, input_size: Sequence[int]) -> CfgNode:
@@ -102,8 +105,8 @@ def _log_result(result: EvaluationResult, name: str) -> None:
 
 def evaluate_run(cfg: CfgNode, run: RunDirectory, model: Optional[nn.Module] = None, label: str = "model",
                  progress: bool = True, reference_models: Sequence[ReferenceModel] = (),
-                 cross_model_with: str = "", name: str = "model") -> Dict[str, object]:
-    """Evaluate, write plots and metrics.json (with gate decisions) into ``run``; raises GateFailed on a failed gate.
+                 cross_model_with: str = "", name: str = "model", allow_unsafe: bool = False) -> Evaluation:
+    """Evaluate on every test set and write the plots into ``run``; the caller's Verdict judges the result.
 
     Args:
         label: the model in plots, and in metrics.json when MODEL.WEIGHTS is empty.
@@ -114,17 +117,15 @@ def evaluate_run(cfg: CfgNode, run: RunDirectory, model: Optional[nn.Module] = N
             ``cross_mAP`` / ``cross_rank1`` / ``cross_mINP`` for gates (the reference's own values under the
             same names, so ``"cross_mAP >= 0.9 * teacher"`` compares with teacher-to-teacher retrieval).
         name: the model in the ``cross_model`` keys (``student`` gives ``student_query_teacher_gallery``).
+        allow_unsafe: when ``model`` is None, MODEL.WEIGHTS may need arbitrary unpickling (a file the user trusts).
     """
     ref_names = [ref.name for ref in reference_models]
     if cross_model_with and cross_model_with not in ref_names:
         raise ConfigError(f"cross-model evaluation against '{cross_model_with}', which is not among the "
                           f"reference models ({', '.join(ref_names) or 'none'})")
-    # check every input before the expensive work: gate rules, reference, data, then the model
-    references: Dict[str, Dict[str, float]] = load_reference_metrics(cfg.TEST.GATE_REFERENCE)
-    check_gate_rules(cfg.TEST.GATES, [*references, *ref_names])
     device = resolve_device(cfg.MODEL.DEVICE)
     test_sets = load_test_sets(cfg)
-    model = (model or build_eval_model(cfg)).to(device).eval()
+    model = (model or build_eval_model(cfg, allow_unsafe)).to(device).eval()
     evaluator = ReIDEvaluator.from_config(cfg)
     per_set = []
     for test_set in test_sets:
@@ -133,9 +134,10 @@ def evaluate_run(cfg: CfgNode, run: RunDirectory, model: Optional[nn.Module] = N
                                           reference_models, cross_model_with))
         write_plots(per_set[-1].result, run.file("plots"), label, cfg.TEST.WORST_QUERIES)
     payload = metrics_payload([s.result for s in per_set], cfg.MODEL.WEIGHTS or label)
+    references: Dict[str, Dict[str, object]] = {}
     for ref in reference_models:
         payload[ref.name] = metrics_payload([s.references[ref.name] for s in per_set], ref.label or ref.name)
-        references[ref.name] = {k: v for k, v in payload[ref.name].items() if isinstance(v, (int, float))}
+        references[ref.name] = dict(payload[ref.name])
     if cross_model_with:
         cross = [s.cross for s in per_set]
         payload["cross_model"] = {"dataset": test_sets[0].name, **cross[0],
@@ -143,10 +145,7 @@ def evaluate_run(cfg: CfgNode, run: RunDirectory, model: Optional[nn.Module] = N
         for metric in SUMMARY_METRICS:
             payload[f"cross_{metric}"] = cross[0][cross_key(name, cross_model_with)][metric]
             references[cross_model_with][f"cross_{metric}"] = cross[0][cross_model_with][metric]
-    decisions = check_gates(cfg.TEST.GATES, payload, references)
-    run.finish(payload, decisions)
-    raise_if_failed(decisions, "evaluation")
-    return payload
+    return Evaluation(payload, references)
 
 
 @dataclass

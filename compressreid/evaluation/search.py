@@ -1,19 +1,20 @@
-"""Large-gallery evaluation: exact faiss top-k search, then rank metrics from the top-k lists alone."""
+"""Large-gallery evaluation: exact FP32 top-k search in blocks, then rank metrics from the top-k lists alone."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-import faiss
 import numpy as np
 
 from compressreid.errors import DataError
-from compressreid.evaluation.distance import Features, check_metric, compute_distance
+from compressreid.evaluation.distance import Features, check_metric
 from compressreid.evaluation.rank import RankResult, check_labels, cmc_hits, score_ranked_lists
+from compressreid.evaluation.rescore import memory_blocks, proven_complete, rescore_topk, rounding_slack
+from compressreid.evaluation.topk_scan import topn_from_blocks
 
 
-def _as_float32(feats: Features, name: str) -> np.ndarray:
+def as_float32_rows(feats: Features, name: str) -> np.ndarray:
     """A C-contiguous float32 numpy view of ``feats`` (copied only when the layout or dtype requires it)."""
     arr = feats.detach().cpu().numpy() if hasattr(feats, "detach") else np.asarray(feats)
     if arr.ndim != 2 or arr.shape[0] == 0:
@@ -21,7 +22,7 @@ def _as_float32(feats: Features, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def _prepare(block: np.ndarray, metric: str, name: str) -> np.ndarray:
+def prepare_rows(block: np.ndarray, metric: str, name: str) -> np.ndarray:
     """Check one block and, for cosine, return an L2-normalised copy (the caller's array is never touched)."""
     if not np.isfinite(block).all():
         raise DataError(f"{name} contains NaN or inf")
@@ -29,22 +30,45 @@ def _prepare(block: np.ndarray, metric: str, name: str) -> np.ndarray:
         return block
     norms = np.linalg.norm(block, axis=1, keepdims=True)
     # Same epsilon as torch.nn.functional.normalize, so zero vectors behave as in compute_distance.
-    return block / np.maximum(norms, 1e-12)
+    return np.ascontiguousarray(block / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
-def _merge(best_d, best_i, new_d, new_i, keep: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Keep the ``keep`` smallest candidates per row, ordered by (distance, gallery index)."""
-    d = np.concatenate([best_d, new_d], axis=1)
-    i = np.concatenate([best_i, new_i], axis=1)
-    order = np.lexsort((i, d), axis=-1)[:, :keep]
-    return np.take_along_axis(d, order, axis=1), np.take_along_axis(i, order, axis=1)
+def check_search_inputs(q_feats: Features, g_feats: Features, k: int, metric: str) -> Tuple[np.ndarray, np.ndarray]:
+    """The float32 query and gallery arrays of a top-k search, after the checks every search shares."""
+    check_metric(metric)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    q = as_float32_rows(q_feats, "q_feats")
+    g = as_float32_rows(g_feats, "g_feats")
+    if q.shape[1] != g.shape[1]:
+        raise DataError(f"feature dims differ: query {q.shape[1]}, gallery {g.shape[1]}")
+    return q, g
 
 
-def _exact_rows(q: np.ndarray, g: np.ndarray, k: int, metric: str, shard: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Dense stable top-k for a few query rows, used when ties straddle the k-th place."""
-    dist = np.concatenate([compute_distance(q, g[s : s + shard], metric) for s in range(0, len(g), shard)], axis=1)
-    idx = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(dist, idx, axis=1), idx.astype(np.int64)
+@dataclass
+class _GalleryStats:
+    max_row_norm: float = 0.0  # of the prepared rows; the rounding bound scales with it
+
+
+def _fp32_score_blocks(qn: np.ndarray, g: np.ndarray, metric: str, query_chunk: int, gallery_block: int,
+                       stats: _GalleryStats):
+    """Exact-product score blocks (larger = closer), gallery block by gallery block so each is prepared once.
+
+    Cosine scores are inner products of unit vectors; euclidean ones ``2 q.g - |g|^2``.
+    """
+    q_rows = qn if metric == "cosine" else qn * np.float32(2.0)  # doubling is exact
+    buf = np.empty(min(query_chunk, len(qn)) * min(gallery_block, len(g)), dtype=np.float32)
+    for start in range(0, len(g), gallery_block):
+        block = prepare_rows(g[start : start + gallery_block], metric, "g_feats")
+        sq = np.einsum("ij,ij->i", block, block)
+        stats.max_row_norm = max(stats.max_row_norm, float(np.sqrt(sq.max())))
+        for qs in range(0, len(qn), query_chunk):
+            rows = q_rows[qs : qs + query_chunk]
+            out = buf[: len(rows) * len(block)].reshape(len(rows), len(block))  # contiguous for the heaps
+            np.matmul(rows, block.T, out=out)  # BLAS sgemm: the product itself is the whole cost
+            if metric == "euclidean":
+                out -= sq
+            yield qs, start, out
 
 
 def topk_search(
@@ -52,25 +76,31 @@ def topk_search(
     g_feats: Features,
     k: int,
     metric: str = "cosine",
-    query_chunk: int = 8192,
-    gallery_shard: int = 262_144,
+    query_chunk: int = 2048,
+    gallery_block: int = 8192,
+    margin: int = 16,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest gallery entries of every query, without a num_query x num_gallery matrix.
 
-    The gallery is split into shards, each held once in a faiss flat index (``IndexFlatIP`` on L2-normalised
-    copies for cosine, ``IndexFlatL2`` for euclidean) and searched by query chunks; the per-shard results are
-    merged into a running top-k. Distances are on the :func:`compute_distance` scale (``1 - cos`` or the true L2
-    distance). Rows are ordered by (distance, gallery index) like the dense stable sort; faiss breaks ties at the
-    k-th place arbitrarily, so one extra neighbour is fetched and rows whose k-th and (k+1)-th distances tie are
-    recomputed densely. Peak extra memory is about two shards plus ``num_query x (k+1)`` results.
+    Two passes over the gallery in blocks. First, each block's product with a chunk of queries (BLAS sgemm, on
+    L2-normalised copies for cosine) feeds per-query faiss heaps of ``k + margin`` candidates
+    (:mod:`topk_scan`). Then the candidates are re-scored with :mod:`rescore`'s per-pair FP32 kernel, the one
+    every top-k search's final distances come from, and sorted by (distance, gallery index) like the dense stable
+    sort. BLAS and the kernel round differently (by at most :func:`rounding_slack`); a row is kept only where
+    that bound proves no entry outside its candidates can reach its top k, and is otherwise re-scored against the
+    whole gallery (exact ties at the cut, e.g. duplicate images, are the usual cause).
+
+    Distances are on the :func:`compute_distance` scale (``1 - cos`` or the true L2 distance). Peak extra
+    memory is one prepared gallery block, one ``query_chunk x gallery_block`` score block and the heaps.
 
     Args:
         q_feats: (num_query, dim) features, numpy or torch.
         g_feats: (num_gallery, dim) features.
         k: neighbours per query; reduced to ``num_gallery`` when the gallery is smaller.
         metric: ``"cosine"`` or ``"euclidean"``.
-        query_chunk: queries per faiss search call.
-        gallery_shard: gallery rows per flat index.
+        query_chunk: query rows per product.
+        gallery_block: gallery rows per product.
+        margin: candidates beyond k kept per query for the rounding proof.
 
     Returns:
         ``(topk_dist, topk_idx)``: (num_query, k) float32 distances and int64 gallery indices.
@@ -79,36 +109,29 @@ def topk_search(
         DataError: empty, non-finite or dimension-mismatched features.
         ValueError: unknown metric or ``k < 1``.
     """
-    check_metric(metric)
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    q = _as_float32(q_feats, "q_feats")
-    g = _as_float32(g_feats, "g_feats")
-    if q.shape[1] != g.shape[1]:
-        raise DataError(f"feature dims differ: query {q.shape[1]}, gallery {g.shape[1]}")
-    num_q, num_g = len(q), len(g)
+    q, g = check_search_inputs(q_feats, g_feats, k, metric)
+    num_g = len(g)
     k = min(k, num_g)
-    fetch = min(k + 1, num_g)
-    qn = _prepare(q, metric, "q_feats")
-    best_d = np.full((num_q, fetch), np.inf, dtype=np.float32)
-    best_i = np.full((num_q, fetch), num_g, dtype=np.int64)
-    for start in range(0, num_g, gallery_shard):
-        shard = _prepare(g[start : start + gallery_shard], metric, "g_feats")
-        index = faiss.IndexFlatIP(g.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(g.shape[1])
-        index.add(shard)
-        del shard  # the index holds its own copy
-        kk = min(fetch, index.ntotal)
-        for qs in range(0, num_q, query_chunk):
-            raw_d, raw_i = index.search(qn[qs : qs + query_chunk], kk)
-            dist = 1.0 - raw_d if metric == "cosine" else np.sqrt(np.maximum(raw_d, 0.0))
-            rows = slice(qs, qs + query_chunk)
-            best_d[rows], best_i[rows] = _merge(best_d[rows], best_i[rows], dist, raw_i + start, fetch)
-        del index
-    topk_d, topk_i = best_d[:, :k], best_i[:, :k]
-    if fetch > k:
-        ambiguous = np.flatnonzero(best_d[:, k] == best_d[:, k - 1])
-        if len(ambiguous):
-            topk_d[ambiguous], topk_i[ambiguous] = _exact_rows(q[ambiguous], g, k, metric, gallery_shard)
+    fetch = min(k + margin, num_g)
+    qn = prepare_rows(q, metric, "q_feats")
+    stats = _GalleryStats()
+    blocks = _fp32_score_blocks(qn, g, metric, query_chunk, gallery_block, stats)
+    scores, ids = topn_from_blocks(len(q), fetch, np.float32, blocks)
+    outside_max = scores[:, -1].astype(np.float64)
+    del scores
+    ids.sort(axis=1)  # gallery order per row, which rescore_topk's tie rule needs
+
+    def prepared():
+        return memory_blocks(g, gallery_block, lambda rows: prepare_rows(rows, metric, "g_feats"))
+
+    topk_d, topk_i = rescore_topk(qn, prepared(), num_g, ids, metric, gallery_block, k)
+    if fetch < num_g:
+        q_norm = np.sqrt(np.einsum("ij,ij->i", qn, qn, dtype=np.float64))
+        bound = rounding_slack(q.shape[1], q_norm, stats.max_row_norm)
+        redo = np.flatnonzero(~proven_complete(topk_d, qn, outside_max, bound, metric))
+        for s in range(0, len(redo), 64):  # whole-gallery re-scoring of the rows the bound could not settle
+            rows = redo[s : s + 64]
+            topk_d[rows], topk_i[rows] = rescore_topk(qn[rows], prepared(), num_g, None, metric, gallery_block, k)
     return np.ascontiguousarray(topk_d), np.ascontiguousarray(topk_i)
 
 

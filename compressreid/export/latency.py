@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -53,3 +53,16 @@ def measure_torch_latency(model: nn.Module, input_size: Sequence[int], batch: in
         return _summary(_time(lambda: model(images), iters, warmup), batch)
     finally:
         torch.set_num_threads(previous)
+
+
+@torch.inference_mode()
+def measure_module_latency(model: nn.Module, input_size: Sequence[int], batch: int = 1, iters: int = 20,
+                           transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                           warmup: int = 3) -> Dict[str, float]:
+    """The same measurement for any embedding module (an ONNX Runtime or OpenVINO model behind nn.Module, so every
+    runtime is timed the same way); ``transform`` puts the RGB 0..255 example images into the model's input
+    convention (outside the timed call)."""
+    images = example_images(input_size, batch)
+    if transform is not None:
+        images = transform(images)
+    return _summary(_time(lambda: model(images), iters, warmup), batch)

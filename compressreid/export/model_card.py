@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import onnx
 import onnxruntime
@@ -14,6 +14,8 @@ import torch
 import compressreid
 from compressreid.engine.io import atomic_write_json
 from compressreid.errors import ExportError
+from compressreid.export.conventions import DEFAULT_CONVENTION, InputConvention, get_convention
+from compressreid.export.cpu import this_machine
 from compressreid.export.onnx_export import INPUT_NAME, OUTPUT_NAME
 from compressreid.export.ort_model import check_embedding_graph, load_graph
 
@@ -23,13 +25,14 @@ def graph_embedding_dim(path: str) -> int:
     return dims[1].dim_value if len(dims) == 2 and dims[1].HasField("dim_value") else -1
 
 
-def input_contract(input_size: Sequence[int], embedding_dim: int) -> Dict[str, object]:
-    """How to call the graph (the one input convention of compressreid models)."""
+def input_contract(input_size: Sequence[int], embedding_dim: int,
+                   convention: Optional[InputConvention] = None) -> Dict[str, object]:
+    """How to call the graph: names, shape, and the input convention it was exported and judged with."""
+    convention = convention or get_convention(DEFAULT_CONVENTION)
     return {
         "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
         "input_shape": ["batch", 3, int(input_size[0]), int(input_size[1])], "layout": "NCHW",
-        "dtype": "float32", "color_order": "RGB", "value_range": [0, 255],
-        "normalization": "inside the graph (do not subtract mean or divide by std)",
+        "dtype": "float32", **convention.card(),
         "embedding_dim": int(embedding_dim), "l2_normalized": False,
         "distance": "cosine (L2-normalise the embeddings, then compare by dot product)",
     }
@@ -42,13 +45,29 @@ def versions() -> Dict[str, str]:
 
 def build_model_card(onnx_path: str, input_size: Sequence[int], metrics: Dict[str, object],
                      gates: Sequence[Dict[str, object]], accepted: bool, latency: Dict[str, object],
-                     method: Dict[str, object], source: str) -> Dict[str, object]:
+                     method: Dict[str, object], source: str, convention: Optional[InputConvention] = None,
+                     target: Optional[Dict[str, object]] = None,
+                     targets: Sequence[Dict[str, object]] = ()) -> Dict[str, object]:
+    """The card of one shipped file (its target's fields under ``target``); ``targets``: the run's other files'
+    entries (``target_entry``), so one card describes every file the run wrote."""
     return {
-        "model": os.path.basename(onnx_path), "accepted": accepted, "source": source,
-        **input_contract(input_size, graph_embedding_dim(onnx_path)),
+        **target_entry(onnx_path, input_size, metrics, gates, accepted, latency, convention, target),
+        "source": source, "quantization": method, "versions": versions(), "build_machine": this_machine(),
+        "targets": list(targets),
+    }
+
+
+def target_entry(onnx_path: str, input_size: Sequence[int], metrics: Dict[str, object],
+                 gates: Sequence[Dict[str, object]], accepted: bool, latency: Dict[str, object],
+                 convention: Optional[InputConvention] = None,
+                 target: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+    """What a user of one file needs: its name, contract, size, metrics, gate decisions, latency, target."""
+    return {
+        "model": os.path.basename(onnx_path), "accepted": accepted,
+        **input_contract(input_size, graph_embedding_dim(onnx_path), convention),
         "size_bytes": os.path.getsize(onnx_path),
-        "metrics": metrics, "gates": list(gates), "latency_ms": latency, "quantization": method,
-        "versions": versions(),
+        "metrics": metrics, "gates": list(gates), "latency_ms": latency,
+        **({"target": target} if target is not None else {}),
     }
 
 
@@ -57,7 +76,8 @@ def write_model_card(path: str, card: Dict[str, object]) -> str:
 
 
 def check_model_card(card_path: str, onnx_path: str) -> Dict[str, object]:
-    """Read a model card and check it describes ``onnx_path``: input name and size, embedding dimension.
+    """Read a model card and check it describes ``onnx_path`` (its own entry when the card lists several files):
+    input name and size, embedding dimension; returns that entry.
 
     Raises:
         ExportError: unreadable card, or a card that disagrees with the graph.
@@ -67,6 +87,8 @@ def check_model_card(card_path: str, onnx_path: str) -> Dict[str, object]:
             card = json.load(handle)
     except (OSError, json.JSONDecodeError) as exc:
         raise ExportError(f"model card {card_path} is not readable JSON: {exc}") from None
+    entries: List[Dict[str, object]] = [card, *card.get("targets", [])]
+    card = next((e for e in entries if e.get("model") == os.path.basename(onnx_path)), card)
     shape = check_embedding_graph(onnx_path)
     graph = load_graph(onnx_path)
     problems = []

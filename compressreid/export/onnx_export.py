@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import warnings
 from typing import Callable, Dict, Optional, Sequence
 
@@ -16,6 +15,7 @@ import onnx
 import torch
 from torch import nn
 
+from compressreid.engine.io import publish_file, temp_file_beside
 from compressreid.errors import ExportError
 
 logger = logging.getLogger(__name__)
@@ -77,10 +77,7 @@ def export_onnx(model: nn.Module, path: str, input_size: Sequence[int], opset: i
         raise ExportError(f"ONNX export of {type(model).__name__} failed: {first}") from exc
     finally:
         model.train(was_training)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".export-", suffix=".onnx", dir=directory)
-    os.close(handle)
+    tmp = temp_file_beside(path, prefix=".export-", suffix=".onnx")
     try:
         _strip_node_metadata(program)
         program.save(tmp)
@@ -89,7 +86,7 @@ def export_onnx(model: nn.Module, path: str, input_size: Sequence[int], opset: i
         if written != opset:  # the exporter keeps its own opset when down-conversion fails (e.g. ReduceMean)
             raise ExportError(f"ONNX export wrote opset {written} where {opset} was asked for; torch's exporter "
                               "writes opset 18 natively, use QUANT.OPSET 18")
-        os.replace(tmp, path)
+        publish_file(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

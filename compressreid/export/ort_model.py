@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import Dict, List, Optional
 
 import numpy as np
 import onnx
@@ -13,11 +13,13 @@ from torch import nn
 from compressreid.errors import ExportError
 
 
-def ort_session(path: str, threads: int = 0, optimized: bool = True) -> ort.InferenceSession:
+def ort_session(path: str, threads: int = 0, optimized: bool = True,
+                config: Optional[Dict[str, str]] = None) -> ort.InferenceSession:
     """A CPU session with all graph optimisations (QDQ pairs become INT8 kernels); ``threads`` 0 = ORT default.
 
     ``optimized=False`` runs every node as written (each QuantizeLinear / DequantizeLinear on its own): the graph's
-    ONNX semantics, the reference that ONNX Runtime's fused integer kernels are compared with.
+    ONNX semantics, the reference that ONNX Runtime's fused integer kernels are compared with. ``config``: session
+    config entries (``SessionOptions.add_session_config_entry``).
 
     Raises:
         ExportError: the file is not a model ONNX Runtime can load (e.g. an unsupported operator).
@@ -26,6 +28,8 @@ def ort_session(path: str, threads: int = 0, optimized: bool = True) -> ort.Infe
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.log_severity_level = 3
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -72,11 +76,11 @@ class OrtEmbedder(nn.Module):
     It has no parameters; the evaluator's ``.to(device)`` and ``.eval()`` are no-ops for it (CPU only).
     """
 
-    def __init__(self, path: str, threads: int = 0, optimized: bool = True):
+    def __init__(self, path: str, threads: int = 0, optimized: bool = True, config: Optional[Dict[str, str]] = None):
         super().__init__()
         self.path = path
         self.input_shape = check_embedding_graph(path)
-        self.session = ort_session(path, threads, optimized)
+        self.session = ort_session(path, threads, optimized, config)
         self.input_name = self.session.get_inputs()[0].name
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

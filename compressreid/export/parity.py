@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Dict
 
@@ -46,11 +47,17 @@ def check_export_parity(reference: nn.Module, candidate: nn.Module, images: torc
     The bound is relative: deep FP32 graphs differ from eager PyTorch by ~1e-4 absolute after a few dozen
     layers of reordered float sums (measured on R50-IBN), which is not an export bug.
 
+    Every bound is written as "within bound" and negated, so a NaN (an embedding that is NaN in either model),
+    for which every comparison is False, fails instead of passing.
+
     Raises:
-        ExportError: relative difference above ``max_rel`` or a cosine below ``min_cosine``.
+        ExportError: relative difference above ``max_rel``, a cosine below ``min_cosine``, or NaN in either.
     """
     parity = embedding_parity(reference, candidate, images)
-    if parity.max_rel > max_rel or parity.cosine_min < min_cosine:
+    if math.isnan(parity.max_rel) or math.isnan(parity.cosine_min):
+        raise ExportError(f"ONNX export does not match PyTorch: the comparison is NaN (max relative difference "
+                          f"{parity.max_rel:.3g}, min cosine {parity.cosine_min:.6f}): an embedding holds NaN")
+    if not (parity.max_rel <= max_rel and parity.cosine_min >= min_cosine):
         raise ExportError(f"ONNX export does not match PyTorch: max relative difference {parity.max_rel:.3g} "
                           f"(allowed {max_rel:g}), min cosine {parity.cosine_min:.6f} (needed {min_cosine})")
     return parity

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from typing import Dict, List, Sequence
 
 from yacs.config import CfgNode
 
+from compressreid.engine.io import atomic_copy
+from compressreid.gates import GateSpec
 from compressreid.pipeline.stages import FINAL_MODEL, Stage, StageInputs, StageOutput, register_stage
 
 logger = logging.getLogger(__name__)
@@ -25,18 +25,6 @@ MODEL_CARD = "model_card.json"
 def teacher_loads(cfg: CfgNode) -> bool:
     """A teacher stage whose MODEL.WEIGHTS names an existing file is loaded and evaluated, not trained."""
     return bool(cfg.MODEL.WEIGHTS) and os.path.isfile(cfg.MODEL.WEIGHTS)
-
-
-def _copy_atomically(src: str, dst: str) -> None:
-    directory = os.path.dirname(os.path.abspath(dst))
-    handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(dst), dir=directory)
-    os.close(handle)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def run_teacher(cfg: CfgNode, stage_dir: str, inputs: StageInputs) -> StageOutput:
@@ -53,22 +41,32 @@ def run_teacher(cfg: CfgNode, stage_dir: str, inputs: StageInputs) -> StageOutpu
         with run.guard():
             # the folder is a complete run (distill reads <folder>/model_final.pth): the checkpoint is copied
             # byte for byte, so any format load_checkpoint understands stays loadable the same way
-            _copy_atomically(cfg.MODEL.WEIGHTS, run.file(FINAL_MODEL))
-            metrics = evaluate_run(cfg, run, label=label, progress=inputs.progress)
-        return StageOutput(run.path, metrics)
+            atomic_copy(cfg.MODEL.WEIGHTS, run.file(FINAL_MODEL))
+            evaluation = evaluate_run(cfg, run, label=label, progress=inputs.progress,
+                                      allow_unsafe=inputs.allow_unsafe)
+            inputs.verdict(run, evaluation.payload, evaluation.judged())
+        return StageOutput(run.path, evaluation.payload)
     if cfg.MODEL.WEIGHTS:  # a typo must not silently turn "load my teacher" into hours of training
         from compressreid.errors import CheckpointError
 
         raise CheckpointError(f"teacher: MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} does not exist; fix the path, or leave "
                               "MODEL.WEIGHTS empty to train the teacher")
-    with training_run(cfg, "train_teacher") as job:
-        model = train_supervised(cfg, job.run, job.dist, job.device, progress=inputs.progress)
-        metrics = evaluate_run(cfg, job.run, model=model, label=label, progress=inputs.progress)
-    return StageOutput(job.run.path, metrics)
+    with training_run(cfg, "train_teacher", resume=inputs.resume) as job:
+        model = train_supervised(cfg, job.run, job.dist, job.device, resume=inputs.resume, progress=inputs.progress)
+        evaluation = evaluate_run(cfg, job.run, model=model, label=label, progress=inputs.progress)
+        inputs.verdict(job.run, evaluation.payload, evaluation.judged())
+    return StageOutput(job.run.path, evaluation.payload)
 
 
 def teacher_reads(cfg: CfgNode) -> List[str]:
     return [cfg.MODEL.WEIGHTS] if cfg.MODEL.WEIGHTS else []
+
+
+def teacher_spec(cfg: CfgNode, previous: Optional[GateSpec]) -> GateSpec:
+    from compressreid.engine.hooks import TRAINING_METRICS
+    from compressreid.evaluation.run import evaluation_spec
+
+    return evaluation_spec(cfg, () if teacher_loads(cfg) else TRAINING_METRICS)
 
 
 def run_distill(cfg: CfgNode, stage_dir: str, inputs: StageInputs) -> StageOutput:
@@ -77,15 +75,23 @@ def run_distill(cfg: CfgNode, stage_dir: str, inputs: StageInputs) -> StageOutpu
     from compressreid.engine.launch import training_run
 
     check_distill_inputs(cfg)
-    with training_run(cfg, "distill") as job:
-        outcome = train_distill(cfg, job.run, job.dist, job.device, progress=inputs.progress)
-        metrics = evaluate_distillation(cfg, job.run, outcome, progress=inputs.progress)
-    return StageOutput(job.run.path, metrics)
+    with training_run(cfg, "distill", resume=inputs.resume) as job:
+        outcome = train_distill(cfg, job.run, job.dist, job.device, resume=inputs.resume, progress=inputs.progress,
+                                allow_unsafe=inputs.allow_unsafe)
+        evaluation = evaluate_distillation(cfg, job.run, outcome, progress=inputs.progress)
+        inputs.verdict(job.run, evaluation.payload, evaluation.judged())
+    return StageOutput(job.run.path, evaluation.payload)
 
 
 def distill_link(previous: str) -> Dict[str, object]:
     # the previous stage's run folder is the teacher: its config.yaml and model_final.pth
     return {"DISTILL.TEACHERS.CONFIGS": (previous,), "DISTILL.TEACHERS.WEIGHTS": ()} if previous else {}
+
+
+def distill_spec(cfg: CfgNode, previous: Optional[GateSpec]) -> GateSpec:
+    from compressreid.distill.train import distill_gate_spec
+
+    return distill_gate_spec(cfg, len(cfg.DISTILL.TEACHERS.CONFIGS))
 
 
 def distill_reads(cfg: CfgNode) -> List[str]:
@@ -100,8 +106,15 @@ def run_prune(cfg: CfgNode, stage_dir: str, inputs: StageInputs) -> StageOutput:
     from compressreid.prune.run import run_prune as prune  # written alongside; imported only when used
 
     with training_run(cfg, "prune") as job:
-        metrics = prune(cfg, job.run, job.dist, job.device, inputs.progress)
-    return StageOutput(job.run.path, metrics)
+        evaluation = prune(cfg, job.run, job.dist, job.device, inputs.progress, inputs.allow_unsafe)
+        inputs.verdict(job.run, evaluation.payload, evaluation.judged())
+    return StageOutput(job.run.path, evaluation.payload)
+
+
+def prune_spec(cfg: CfgNode, previous: Optional[GateSpec]) -> GateSpec:
+    from compressreid.prune.run import prune_gate_spec
+
+    return prune_gate_spec(cfg)
 
 
 def _source_model(folder: str, cfg: CfgNode) -> List[str]:
@@ -111,12 +124,22 @@ def _source_model(folder: str, cfg: CfgNode) -> List[str]:
 def run_quantize(cfg: CfgNode, stage_dir: str, inputs: StageInputs) -> StageOutput:
     """INT8-quantize QUANT.SOURCE (compressreid.quant.run): writes student_int8.onnx and model_card.json."""
     from compressreid.engine.run_dir import RunDirectory
-    from compressreid.quant.run import run_quantize as quantize  # written alongside; imported only when used
+    from compressreid.quant.run import check_quantize_inputs, run_quantize as quantize  # imported only when used
 
+    plan = check_quantize_inputs(cfg, inputs.allow_unsafe)
     run = RunDirectory(stage_dir).start(cfg, "quantize")
     with run.guard():
-        metrics = quantize(cfg, run, inputs.progress)
+        metrics = quantize(cfg, run, inputs.progress, plan, inputs.verdict)
     return StageOutput(run.path, metrics)
+
+
+def quantize_spec(cfg: CfgNode, previous: Optional[GateSpec]) -> GateSpec:
+    """The quantize stage's names; its source is the stage before, so ``source`` / ``teacher`` are that stage's."""
+    from compressreid.quant.plan import quant_gate_spec
+
+    source = previous.metrics if previous is not None else ()
+    teacher = previous.references.get("teacher") if previous is not None else None
+    return quant_gate_spec(cfg, source, teacher)
 
 
 def _reads(key: str):
@@ -133,9 +156,10 @@ def _link(key: str):
     return link
 
 
-register_stage(Stage("teacher", run_teacher, reads=teacher_reads))
-register_stage(Stage("distill", run_distill, link=distill_link, reads=distill_reads))
-register_stage(Stage("prune", run_prune, link=_link("PRUNE"), reads=_reads("PRUNE")))
+register_stage(Stage("teacher", run_teacher, reads=teacher_reads, resumable=True, spec=teacher_spec))
+register_stage(Stage("distill", run_distill, link=distill_link, reads=distill_reads, resumable=True,
+                     spec=distill_spec))
+register_stage(Stage("prune", run_prune, link=_link("PRUNE"), reads=_reads("PRUNE"), spec=prune_spec))
 register_stage(Stage("quantize", run_quantize, link=_link("QUANT"), reads=_reads("QUANT"),
                      artifacts=(INT8_MODEL, MODEL_CARD),
-                     fp32_model=lambda cfg, folder: cfg.QUANT.SOURCE, onnx=INT8_MODEL))
+                     fp32_model=lambda cfg, folder: cfg.QUANT.SOURCE, onnx=INT8_MODEL, spec=quantize_spec))

@@ -52,8 +52,10 @@ class StageRecord:
     """One stage in the manifest.
 
     Attributes:
-        status: "accepted", "rejected" (a gate failed), "failed" (an error), or "not run".
+        status: "accepted", "rejected" (a gate failed), "failed" (an error), "interrupted" (a signal or Ctrl-C),
+            "running" (while it runs, or left so by a killed pipeline), or "not run".
         reused: this invocation skipped the stage and kept its earlier result.
+        resumed: this invocation continued the stage's interrupted (or failed) run from its last checkpoint.
         reason: why the stage ran (or why it was reused).
         outputs: artifact path relative to the stage folder -> sha256.
         metrics: the summary of its metrics.json (numbers at its top level).
@@ -75,6 +77,7 @@ class StageRecord:
     measurements: Dict[str, object] = field(default_factory=dict)
     wall_seconds: float = 0.0
     reused: bool = False
+    resumed: bool = False
     reason: str = ""
     error: str = ""
 
@@ -107,7 +110,7 @@ def reuse_blocker(previous: Optional[StageRecord], cfg_hash: str, input_checksum
     """Why the stage must run again, or "" when its previous record can be reused."""
     if previous is None:
         return "no earlier run in the manifest"
-    if previous.status != "accepted":
+    if previous.status not in ("accepted", "ungated"):
         return f"its last run was {previous.status}"
     if previous.config_hash != cfg_hash:
         return "its config changed"

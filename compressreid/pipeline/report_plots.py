@@ -65,8 +65,12 @@ def plot_roc_overlay(curves: Dict[str, Dict[str, object]], path: str) -> Optiona
         return None
     fig = Figure(figsize=(6, 5), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
-    for label, roc in rocs.items():
-        ax.step(roc["fpr"], roc["tpr"], where="post", label=f"{label} (AUC {roc['auc']:.4f})")
+    for i, (label, roc) in enumerate(rocs.items()):
+        ax.step(roc["fpr"], roc["tpr"], where="post", label=f"{label} (AUC {roc['auc']:.4f})", color=f"C{i % 10}")
+        for point in roc.get("operating_points", []):  # where a tracker's match threshold puts each model
+            ax.plot([point["fpr"]], [point["tpr"]], "o", color=f"C{i % 10}", markersize=4)
+            ax.annotate(f"d<={point['threshold']:.3f}", (point["fpr"], point["tpr"]), fontsize=6,
+                        textcoords="offset points", xytext=(3, -9), color=f"C{i % 10}")
     ax.set_xscale("log")
     ax.set_xlim(1e-5, 1.0)
     ax.set_ylim(0.0, 1.01)

@@ -1,5 +1,5 @@
-"""The pipeline: validate every stage before any runs, then a plain loop that runs or reuses each stage in order,
-recording it in OUTPUT_DIR/manifest.json, and a report at the end (also when a gate stops the chain).
+"""The pipeline: validate every stage before any runs, then a plain loop that runs, reuses or resumes each stage in
+order, recording it in OUTPUT_DIR/manifest.json, and a report at the end (also when a gate stops the chain).
 """
 
 from __future__ import annotations
@@ -9,15 +9,19 @@ import logging
 import os
 import time
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from yacs.config import CfgNode
 
 from compressreid.config import dump_config, load_config
 from compressreid.config.loading import merge_dict, overrides_to_dict
-from compressreid.errors import ConfigError, GateFailed
+from compressreid.engine.clear import clear_partial_files
+from compressreid.engine.io import ensure_writable_dir
+from compressreid.engine.resume import LAST_CHECKPOINT, check_resumable
+from compressreid.engine.run_lock import FolderLock
+from compressreid.engine.verdict import PREVIOUS, Verdict, read_metrics_file
+from compressreid.errors import CompressReIDError, ConfigError, GateFailed
 from compressreid.pipeline import builtin  # noqa: F401 - registers the built-in stages
-from compressreid.pipeline.gate import GateRule
 from compressreid.pipeline.manifest import (MANIFEST_FILE, StageRecord, config_hash, files_checksum, metrics_summary,
                                             output_files, previous_records, read_manifest, reuse_blocker,
                                             write_manifest)
@@ -33,7 +37,8 @@ _PIPELINE_KEYS = ("PIPELINE.", "OUTPUT_DIR")
 
 @dataclass(frozen=True)
 class PlannedStage:
-    """A stage ready to run: its derived config (file + shared overrides + link + OUTPUT_DIR) and folder."""
+    """A stage ready to run: its derived config (file + shared overrides + link + OUTPUT_DIR), folder, and its
+    gates, parsed and validated against what the stage will report."""
 
     index: int
     name: str
@@ -41,6 +46,7 @@ class PlannedStage:
     folder: str
     cfg: CfgNode
     stage: Stage
+    verdict: Verdict
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,16 @@ class PipelinePlan:
     @property
     def manifest_path(self) -> str:
         return os.path.join(self.output_dir, MANIFEST_FILE)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How this invocation runs its stages (none of it changes what a stage computes)."""
+
+    progress: bool = False
+    measure: bool = True
+    latency: bool = True
+    allow_unsafe: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,7 +102,8 @@ def plan_pipeline(cfg: CfgNode, shared: Sequence[str] = (), registry: Registry =
 
     Raises:
         ConfigError: no stages, CONFIGS not one per stage, an unknown or repeated stage name, a missing or invalid
-            stage config, a malformed gate rule.
+            stage config, a gate rule that is malformed or names a metric, reference or test set its stage does not
+            have, a stage without gates (unless PIPELINE.ALLOW_UNGATED).
     """
     names, files = list(cfg.PIPELINE.STAGES), list(cfg.PIPELINE.CONFIGS)
     if not names:
@@ -104,34 +121,55 @@ def plan_pipeline(cfg: CfgNode, shared: Sequence[str] = (), registry: Registry =
         if not os.path.isfile(path):
             raise ConfigError(f"stage '{name}': config file not found: {path} (relative paths are read from "
                               f"{os.getcwd()})")
-    planned, previous = [], ""
+    planned, previous, previous_spec = [], "", None
     for index, (name, path) in enumerate(zip(names, files)):
         stage, folder = registry.get(name), os.path.join(cfg.OUTPUT_DIR, name)
         try:
             derived = _derive(name, path, shared, stage.link(previous), folder)
-            for rule in derived.TEST.GATES:
-                GateRule.parse(rule)
+            spec = stage.spec(derived, previous_spec)
+            checked = spec.with_reference(PREVIOUS, previous_spec.metrics) if previous_spec else spec
+            verdict = Verdict(name, derived, checked)
         except ConfigError as exc:
             raise ConfigError(f"stage '{name}' ({path}): {exc}") from None
-        planned.append(PlannedStage(index, name, path, folder, derived, stage))
-        previous = folder
+        if not verdict.gated and not cfg.PIPELINE.ALLOW_UNGATED:
+            raise ConfigError(f"stage '{name}' ({path}) has no TEST.GATES: its model would be handed on without "
+                              "any judgement; add an absolute floor (e.g. TEST.GATES '(\"mAP >= 20\",)') or set "
+                              "PIPELINE.ALLOW_UNGATED True")
+        planned.append(PlannedStage(index, name, path, folder, derived, stage, verdict))
+        previous, previous_spec = folder, spec
     return PipelinePlan(cfg, cfg.OUTPUT_DIR, tuple(planned))
 
 
-def run_pipeline(plan: PipelinePlan, progress: bool = False, measure: bool = True,
-                 latency: bool = True) -> PipelineResult:
-    """Run or reuse every stage in order; stop at the first failed gate or error (later stages not run).
+def run_pipeline(plan: PipelinePlan, progress: bool = False, measure: bool = True, latency: bool = True,
+                 allow_unsafe: bool = False) -> PipelineResult:
+    """Run, reuse or resume every stage in order; stop at the first failed gate or error (later stages not run).
 
     A stage is reused when its last run was accepted and its config hash, input checksum and outputs are
-    unchanged; once a stage runs, every stage after it runs too.
+    unchanged; once a stage runs, every stage after it runs too. A resumable stage whose last run was interrupted
+    (or failed) with the same config and input continues from its folder's last checkpoint. OUTPUT_DIR is locked
+    for the whole run (each stage folder is locked by its own run too).
+
+    Args:
+        allow_unsafe: checkpoints the stages load may need arbitrary unpickling (``--allow-unsafe-checkpoint``).
 
     Raises:
         GateFailed: a stage's gate failed (manifest and report written, the stage marked rejected).
+        ConfigError: OUTPUT_DIR cannot be written, or another run holds it.
     """
-    from compressreid.pipeline.report import write_report
+    ensure_writable_dir(plan.output_dir)
+    lock = FolderLock(plan.output_dir, "compress").acquire()
+    try:
+        return _run_locked(plan, RunOptions(progress, measure, latency, allow_unsafe))
+    finally:
+        lock.release()
+
+
+def _run_locked(plan: PipelinePlan, options: RunOptions) -> PipelineResult:
+    from compressreid.pipeline.report import remove_report, write_report
 
     earlier = previous_records(read_manifest(plan.manifest_path))
-    os.makedirs(plan.output_dir, exist_ok=True)
+    clear_partial_files(plan.output_dir)  # a killed run's half-written manifest or report
+    remove_report(plan.output_dir)  # rewritten at the end; a run that fails first must not show the last one's
     dump_config(plan.cfg, os.path.join(plan.output_dir, "config.yaml"))
     records = [StageRecord(p.index, p.name, p.config_file, p.folder) for p in plan.stages]
     manifest = {"output_dir": plan.output_dir, "status": "running", "started": time.time(), "stages": records,
@@ -144,10 +182,10 @@ def run_pipeline(plan: PipelinePlan, progress: bool = False, measure: bool = Tru
     ran: List[str] = []
     try:
         for planned in plan.stages:
-            _resume_or_run(planned, earlier, plan, records, ran, progress, measure, latency)
+            _resume_or_run(planned, earlier, plan, records, ran, options, save)
             save()
     except BaseException as exc:
-        manifest["status"] = "rejected" if isinstance(exc, GateFailed) else "failed"
+        manifest["status"] = _outcome(exc)
         manifest["error"] = f"{type(exc).__name__}: {exc}"
         save()
         if isinstance(exc, GateFailed):
@@ -161,6 +199,13 @@ def run_pipeline(plan: PipelinePlan, progress: bool = False, measure: bool = Tru
     reused = [r.name for r in records if r.reused]
     logger.info("pipeline accepted: reused %s; ran %s", ", ".join(reused) or "none", ", ".join(ran) or "none")
     return PipelineResult("accepted", plan.manifest_path, manifest["report"]["markdown"], manifest["final_artifact"])
+
+
+def _outcome(exc: BaseException) -> str:
+    """The status an exception gives a stage or the pipeline: a failed gate, a signal / Ctrl-C, anything else."""
+    if isinstance(exc, GateFailed):
+        return "rejected"
+    return "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
 
 
 def _payload(manifest: Dict[str, object]) -> Dict[str, object]:
@@ -181,8 +226,10 @@ def _report_despite_failure(write_report, plan: PipelinePlan, manifest: Dict[str
 
 
 def _resume_or_run(planned: PlannedStage, earlier: Dict[Tuple[int, str], StageRecord], plan: PipelinePlan,
-                   records: List[StageRecord], ran: List[str], progress: bool, measure: bool, latency: bool) -> None:
-    """Reuse the stage's earlier record or run it; ``records[planned.index]`` holds the outcome either way."""
+                   records: List[StageRecord], ran: List[str], options: RunOptions,
+                   save: Callable[[], None]) -> None:
+    """Reuse the stage's earlier record, or run it (resuming its interrupted run where it can);
+    ``records[planned.index]`` holds the outcome either way, and is saved as 'running' before the body starts."""
     record = StageRecord(planned.index, planned.name, planned.config_file, planned.folder,
                          config_hash=config_hash(planned.cfg))
     record.inputs, record.input_checksum = files_checksum(list(planned.stage.reads(planned.cfg)))
@@ -194,41 +241,72 @@ def _resume_or_run(planned: PlannedStage, earlier: Dict[Tuple[int, str], StageRe
         logger.info("%s: SKIPPED, its accepted run is up to date (same config hash %s, input checksum %s, outputs)",
                     tag, record.config_hash[:12], record.input_checksum[:12])
         records[planned.index] = replace(old, config=planned.config_file, folder=planned.folder, reused=True,
-                                         reason="unchanged since its accepted run")
+                                         resumed=False, reason="unchanged since its accepted run")
         return
-    logger.info("%s: RUNNING because %s (folder %s)", tag, blocker, planned.folder)
+    checkpoint = _resumable_checkpoint(planned, old, record)
+    if checkpoint:
+        logger.info("%s: RESUMING its %s run from %s (same config hash %s, input checksum %s)", tag, old.status,
+                    checkpoint, record.config_hash[:12], record.input_checksum[:12])
+        record.reason, record.resumed = f"resumed its {old.status} run from {LAST_CHECKPOINT}", True
+    else:
+        logger.info("%s: RUNNING because %s (folder %s)", tag, blocker, planned.folder)
+        record.reason = blocker
     ran.append(planned.name)
-    record.reason = blocker
-    records[planned.index] = record  # in place before the body runs, so a failure is recorded on this stage
+    # in place and saved before the body runs, so a failure, a signal or even a SIGKILL is recorded on this stage
+    # with the hashes a later run needs to resume it
+    record.status = "running"
+    records[planned.index] = record
+    save()
     previous = plan.stages[planned.index - 1].folder if planned.index else ""
-    inputs = StageInputs(previous, {p.name: p.folder for p in plan.stages[:planned.index]}, progress)
-    _run_stage(planned, record, inputs, measure, latency)
+    if previous:  # the stage before's verdict, as it wrote it: gates may name it as ``previous``
+        planned.verdict.offer(PREVIOUS, read_metrics_file(os.path.join(previous, "metrics.json"),
+                                                          f"stage '{planned.name}': the stage before"))
+    inputs = StageInputs(previous, {p.name: p.folder for p in plan.stages[:planned.index]}, options.progress,
+                         resume=bool(checkpoint), allow_unsafe=options.allow_unsafe, verdict=planned.verdict)
+    _run_stage(planned, record, inputs, options)
 
 
-def _run_stage(planned: PlannedStage, record: StageRecord, inputs: StageInputs, measure: bool,
-               latency: bool) -> None:
+def _resumable_checkpoint(planned: PlannedStage, old: Optional[StageRecord], record: StageRecord) -> str:
+    """The checkpoint the stage's unfinished run can continue from, or "" when it must start over.
+
+    Only a resumable stage whose last run ended early ('running' is what a SIGKILLed pipeline leaves) with the
+    same config hash and input checksum qualifies, and only if its checkpoint passes the check ``--resume`` does.
+    """
+    if not planned.stage.resumable or old is None or old.status not in ("running", "interrupted", "failed"):
+        return ""
+    if (old.config_hash, old.input_checksum) != (record.config_hash, record.input_checksum):
+        changed = "config" if old.config_hash != record.config_hash else "input"
+        logger.info("stage '%s' cannot resume its %s run: its %s changed since", planned.name, old.status, changed)
+        return ""
+    try:
+        return check_resumable(planned.folder, planned.cfg)
+    except CompressReIDError as exc:
+        logger.info("stage '%s' cannot resume its %s run (%s): starting over", planned.name, old.status, exc)
+        return ""
+
+
+def _run_stage(planned: PlannedStage, record: StageRecord, inputs: StageInputs, options: RunOptions) -> None:
     """Run the body and fill ``record`` whatever happens (the exception, if any, goes on to the runner)."""
     start = time.time()
     try:
-        output = planned.stage.run(planned.cfg, planned.folder, inputs)
-        metrics = _read_metrics(planned.folder) or output.metrics
-        if metrics.get("accepted") is False:  # a body that marked itself rejected without raising still stops here
-            raise GateFailed(f"{planned.name}: metrics.json says accepted: false", metrics.get("gates", []))
-        record.status = "accepted"
+        planned.stage.run(planned.cfg, planned.folder, inputs)
+        if planned.verdict.status is None:  # a stage cannot skip its gates: the runner checks it was judged
+            raise RuntimeError(f"stage '{planned.name}' returned without handing its results to its verdict")
+        record.status = planned.verdict.status  # accepted, or ungated (PIPELINE.ALLOW_UNGATED)
     except GateFailed as exc:
         record.status, record.error = "rejected", str(exc)
         raise
     except BaseException as exc:
-        record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
+        record.status, record.error = _outcome(exc), f"{type(exc).__name__}: {exc}"
         raise
     finally:
         record.wall_seconds = round(time.time() - start, 2)
-        _fill_results(planned, record, measure, latency)
+        _fill_results(planned, record, options.measure, options.latency)
         logger.info("stage '%s' %s in %.1f s", planned.name, record.status.upper(), record.wall_seconds)
 
 
 def _fill_results(planned: PlannedStage, record: StageRecord, measure: bool, latency: bool) -> None:
-    if record.status == "failed":  # any metrics.json there is an older run's
+    if record.status in ("failed", "interrupted"):  # no results: nothing to measure
         return
     metrics = _read_metrics(planned.folder)
     record.metrics, record.gates = metrics_summary(metrics), list(metrics.get("gates", []))

@@ -5,10 +5,11 @@ before it, which files it reads and writes, and a body ``run(stage_cfg, stage_di
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from yacs.config import CfgNode
 
+from compressreid.gates import GateSpec
 from compressreid.registry import Registry
 
 # Registered stages by name; the built-in ones live in compressreid.pipeline.builtin (imported by the runner).
@@ -25,16 +26,24 @@ class StageInputs:
         previous: folder of the stage before it ("" for the first stage).
         folders: every earlier stage's folder, by stage name.
         progress: draw progress bars (interactive runs).
+        resume: continue the stage's interrupted run from its folder's last_checkpoint.pth (only ever set for a
+            ``resumable`` stage whose config and input are unchanged).
+        allow_unsafe: checkpoints the stage loads may need arbitrary unpickling (``--allow-unsafe-checkpoint``).
+        verdict: the stage's gates (compressreid.engine.verdict.Verdict), parsed and validated by the runner
+            before any stage ran; the body hands it what it measured, and the runner checks it did.
     """
 
     previous: str = ""
     folders: Mapping[str, str] = field(default_factory=dict)
     progress: bool = False
+    resume: bool = False
+    allow_unsafe: bool = False
+    verdict: Any = None
 
 
 @dataclass
 class StageOutput:
-    """What a finished stage returns: its folder and the metrics it wrote into ``metrics.json``."""
+    """What a finished stage returns: its folder and the metrics its verdict wrote into ``metrics.json``."""
 
     folder: str
     metrics: Dict[str, object]
@@ -52,13 +61,19 @@ def _own_folder(cfg: CfgNode, folder: str) -> str:
     return folder
 
 
+def _evaluation_spec(cfg: CfgNode, previous: Optional[GateSpec]) -> GateSpec:
+    from compressreid.evaluation.run import evaluation_spec
+
+    return evaluation_spec(cfg)
+
+
 @dataclass(frozen=True)
 class Stage:
     """One pipeline stage.
 
-    ``run`` writes the stage folder (= ``stage_cfg.OUTPUT_DIR``): config.yaml, its artifacts, metrics.json with
-    ``gates`` and ``accepted``, status.json, plots/. A failed gate raises ``GateFailed`` after metrics.json was
-    written with ``accepted`` false.
+    ``run`` writes the stage folder (= ``stage_cfg.OUTPUT_DIR``): config.yaml, its artifacts, plots/, and ends by
+    handing what it measured to ``inputs.verdict``, which writes metrics.json and status.json (a failed gate raises
+    ``GateFailed`` after that). A body that returns without a verdict is an error.
 
     Attributes:
         name: the name PIPELINE.STAGES uses (and the stage folder's name).
@@ -69,6 +84,9 @@ class Stage:
             missing output re-runs the stage.
         fp32_model: the run folder whose ``model_final.pth`` gives the stage's parameters and MACs.
         onnx: an artifact that is already an ONNX model, timed as is (others are exported to time them).
+        resumable: the body honours ``StageInputs.resume`` (its training continues from last_checkpoint.pth).
+        spec: what the stage will report, ``spec(stage_cfg, previous stage's spec or None) -> GateSpec``: the runner
+            validates every gate rule against it before any stage runs.
     """
 
     name: str
@@ -78,6 +96,8 @@ class Stage:
     artifacts: Tuple[str, ...] = (FINAL_MODEL,)
     fp32_model: Callable[[CfgNode, str], str] = _own_folder
     onnx: str = ""
+    resumable: bool = False
+    spec: Callable[[CfgNode, Optional[GateSpec]], GateSpec] = _evaluation_spec
 
 
 def register_stage(stage: Stage) -> Stage:

@@ -15,7 +15,7 @@ from yacs.config import CfgNode
 
 from compressreid.checkpoint import read_checkpoint
 from compressreid.checkpoint_formats import CLASSIFIER_KEYS
-from compressreid.data.build import TrainData, build_train_loader
+from compressreid.data.build import TrainData, build_train_loader, close_batches
 from compressreid.distill.criterion import build_distillation_criterion
 from compressreid.distill.registry import ModelInfo, identity_set
 from compressreid.distill.sources import resolve_teacher_sources, resolved_config
@@ -54,7 +54,7 @@ def classifier_classes(source: SourceRun, num_classes: int, cfg: CfgNode) -> int
     """``num_classes`` when the source checkpoint's classifier covers this run's identities, else 0."""
     if identity_set(source.config) != identity_set(cfg):
         return 0
-    state = read_checkpoint(source.weights).get("model", {})
+    state = read_checkpoint(source.weights, source.allow_unsafe).get("model", {})
     shapes = [tuple(state[k].shape) for k in CLASSIFIER_KEYS if k in state]
     return num_classes if any(shape[0] == num_classes for shape in shapes) else 0
 
@@ -64,7 +64,7 @@ def build_finetune_task(cfg: CfgNode, student: nn.Module, unpruned: nn.Module, s
     """The distillation task of one step for the (just pruned) student; built anew each step because the
     student's channels, taps and adapters changed."""
     if cfg.PRUNE.TEACHER == "teacher":
-        return build_distillation_task(cfg, student, num_classes, device)
+        return build_distillation_task(cfg, student, num_classes, device, source.allow_unsafe)
     t = cfg.DISTILL.TEACHERS
     usable = classifier_classes(source, num_classes, cfg)
     info = ModelInfo.of(unpruned, "unpruned", usable, identity_set(source.config),
@@ -85,9 +85,12 @@ def accumulate_gradients(task: DistillationTask, cfg: CfgNode, data: TrainData, 
     task.model.zero_grad(set_to_none=True)
     task.train(True)
     loader = iter(build_train_loader(cfg, data, 0, dist.rank, dist.world_size))
-    for _ in range(batches):
-        losses = task.training_step(next(loader))
-        torch.stack([value.float() for value in losses.values()]).sum().backward()
+    try:
+        for _ in range(batches):
+            losses = task.training_step(next(loader))
+            torch.stack([value.float() for value in losses.values()]).sum().backward()
+    finally:
+        close_batches(loader)  # its workers stop here, not in whichever process collects it
     if dist.enabled:
         for param in task.model.parameters():
             if param.grad is not None:

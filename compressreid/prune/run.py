@@ -13,14 +13,17 @@ from yacs.config import CfgNode
 
 from compressreid.checkpoint import save_checkpoint
 from compressreid.data.build import load_train_data
+from compressreid.data.verify import check_test_images
 from compressreid.distill.sources import check_teacher_files, resolve_teacher_sources
 from compressreid.engine.device import resolve_device, seed_everything
 from compressreid.engine.distributed import DistContext
 from compressreid.engine.resume import FINAL_MODEL
 from compressreid.engine.run_dir import RunDirectory
 from compressreid.engine.source_run import PRUNING_HISTORY, SourceRun, load_source_model, resolve_source
+from compressreid.engine.verdict import Verdict, source_reference
 from compressreid.errors import ConfigError
-from compressreid.evaluation.run import ReferenceModel, check_gate_rules, evaluate_run
+from compressreid.evaluation.run import Evaluation, ReferenceModel, evaluate_run, evaluation_spec
+from compressreid.gates import GateSpec
 from compressreid.prune.adapter import TARGETS, count_macs_params, prune_step
 from compressreid.prune.finetune import (TEACHERS, accumulate_gradients, build_finetune_task, finetune,
                                          finetune_config)
@@ -30,7 +33,7 @@ from compressreid.prune.importance import PRUNING_IMPORTANCES
 logger = logging.getLogger(__name__)
 
 # MODEL keys that do not shape the network: they may differ between this config and the source's.
-_NOT_ARCHITECTURE = {"DEVICE", "WEIGHTS", "FREEZE_LAYERS", "LOSSES", "BACKBONE.PRETRAIN", "BACKBONE.PRETRAIN_PATH",
+_NOT_ARCHITECTURE = {"DEVICE", "WEIGHTS", "LOAD_STRICT", "FREEZE_LAYERS", "LOSSES", "BACKBONE.PRETRAIN", "BACKBONE.PRETRAIN_PATH",
                      "HEADS.NUM_CLASSES"}
 
 
@@ -58,8 +61,11 @@ def check_same_model(cfg: CfgNode, source: SourceRun) -> None:
                               "MODEL section must describe the source model")
 
 
-def check_prune_inputs(cfg: CfgNode) -> SourceRun:
+def check_prune_inputs(cfg: CfgNode, allow_unsafe: bool = False) -> SourceRun:
     """Everything cheap to check, before OUTPUT_DIR is touched; returns the resolved source.
+
+    Args:
+        allow_unsafe: the source checkpoint may need arbitrary unpickling (``--allow-unsafe-checkpoint``).
 
     Raises:
         ConfigError / CheckpointError: a bad PRUNE value, a missing or mismatched source, missing teachers,
@@ -74,15 +80,23 @@ def check_prune_inputs(cfg: CfgNode) -> SourceRun:
         raise ConfigError(f"PRUNE.IMPORTANCE '{p.IMPORTANCE}' is unknown; valid: {', '.join(PRUNING_IMPORTANCES)}")
     if p.TEACHER not in TEACHERS:
         raise ConfigError(f"PRUNE.TEACHER '{p.TEACHER}' must be one of {TEACHERS}")
-    if p.ROUND_TO < 1 or p.STEPS < 1 or p.FINETUNE_ITERS < 0:
-        raise ConfigError(f"PRUNE.ROUND_TO and PRUNE.STEPS must be >= 1 and PRUNE.FINETUNE_ITERS >= 0, got "
-                          f"{p.ROUND_TO}, {p.STEPS}, {p.FINETUNE_ITERS}")
-    source = resolve_source(p.SOURCE, cfg, "PRUNE.SOURCE")
+    # PRUNE.STEPS, ROUND_TO and FINETUNE_ITERS are range-checked with every budget when the config is loaded
+    source = resolve_source(p.SOURCE, cfg, "PRUNE.SOURCE", allow_unsafe=allow_unsafe)
     check_same_model(cfg, source)
-    check_gate_rules(cfg.TEST.GATES, ["unpruned", *(["reference"] if cfg.TEST.GATE_REFERENCE else [])])
     if p.TEACHER == "teacher" and (p.FINETUNE_ITERS > 0 or PRUNING_IMPORTANCES.get(p.IMPORTANCE).needs_gradients):
         check_teacher_files(resolve_teacher_sources(source.config))
     return source
+
+
+def prune_gate_spec(cfg: CfgNode) -> GateSpec:
+    """What a pruning run reports: the pruned model's evaluation and its parameter and MAC counts; reference
+    ``unpruned`` (the source model, evaluated in the same run)."""
+    return evaluation_spec(cfg, ("params", "macs"), ["unpruned"])
+
+
+def prune_verdict(cfg: CfgNode, source: SourceRun) -> Verdict:
+    """The pruning run's gates, validated now; ``previous`` is what the source run measured."""
+    return Verdict("prune", cfg, prune_gate_spec(cfg), source_reference(source.folder))
 
 
 def _counts_record(before: Dict[str, int], after: Dict[str, int], steps: List[dict], cfg: CfgNode) -> dict:
@@ -98,21 +112,21 @@ def _counts_record(before: Dict[str, int], after: Dict[str, int], steps: List[di
 
 
 def run_prune(cfg: CfgNode, run: RunDirectory, dist: DistContext = DistContext(),
-              device: Optional[torch.device] = None, progress: bool = True) -> Dict[str, object]:
+              device: Optional[torch.device] = None, progress: bool = True,
+              allow_unsafe: bool = False) -> Optional[Evaluation]:
     """Prune PRUNE.SOURCE to (1 - RATIO) of its MACs or parameters; writes ``model_final.pth`` (weights and
-    pruning history) and metrics.json with the unpruned model's metrics beside the pruned one's.
+    pruning history) and evaluates the pruned model beside the unpruned one (its gate reference ``unpruned``).
 
     Returns:
-        the metrics (empty on ranks other than 0).
-    Raises:
-        GateFailed: a TEST.GATES rule failed (the checkpoint and metrics.json are written, the run rejected).
+        the evaluation for the caller's Verdict (None on ranks other than 0).
     """
-    source = check_prune_inputs(cfg)
+    source = check_prune_inputs(cfg, allow_unsafe)
     p = cfg.PRUNE
     seed_everything(cfg.SEED)
     device = device or resolve_device(cfg.MODEL.DEVICE)
     with dist.main_first():
         data = load_train_data(cfg)
+        check_test_images(cfg)  # before pruning and fine-tuning, not at the evaluation after them
     unpruned = load_source_model(source, data.num_classes).to(device).eval().requires_grad_(False)
     student = copy.deepcopy(unpruned).requires_grad_(True)
     input_size = list(cfg.INPUT.SIZE_TEST)
@@ -149,7 +163,7 @@ def run_prune(cfg: CfgNode, run: RunDirectory, dist: DistContext = DistContext()
     student.eval()
     after = count_macs_params(student, input_size)
     if not dist.is_main:
-        return {}
+        return None
     save_checkpoint(run.file(FINAL_MODEL), student, **{PRUNING_HISTORY: history})
     run.record(_counts_record(before, after, steps, cfg))
     reference = ReferenceModel("unpruned", unpruned, source.config.INPUT.SIZE_TEST, source.label)

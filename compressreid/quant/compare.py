@@ -98,3 +98,21 @@ def quantization_parity(fp32: Embedded, int8: Embedded, metric: str = "cosine") 
 
 def summary(result: EvaluationResult, keys: Sequence[str] = ("mAP", "rank1", "rank5", "mINP")) -> Dict[str, float]:
     return {k: float(result.metrics[k]) for k in keys if k in result.metrics}
+
+
+# Operating points a tracker's fixed match threshold is set at (compressreid.evaluation.roc.threshold_at_fpr).
+MATCH_FPRS = ("1e-03", "1e-02")
+
+
+def match_thresholds(metrics: Dict[str, float]) -> Dict[str, Dict[str, float]]:
+    """The cosine-distance threshold and the TPR there at each MATCH_FPRS point ({} without ROC metrics)."""
+    return {f"FPR={fpr}": {"threshold": float(metrics[f"threshold@FPR={fpr}"]),
+                           "TPR": float(metrics[f"TPR@FPR={fpr}"])}
+            for fpr in MATCH_FPRS if f"threshold@FPR={fpr}" in metrics and f"TPR@FPR={fpr}" in metrics}
+
+
+def threshold_shifts(fp32: Dict[str, float], int8: Dict[str, float]) -> Dict[str, float]:
+    """How far the INT8 model's match threshold moved from its FP32 self's (absolute, cosine distance): what a
+    tracker integrator must re-tune when swapping the model; a gate may bound it."""
+    return {f"threshold_shift@FPR={fpr}": abs(int8[f"threshold@FPR={fpr}"] - fp32[f"threshold@FPR={fpr}"])
+            for fpr in MATCH_FPRS if f"threshold@FPR={fpr}" in fp32 and f"threshold@FPR={fpr}" in int8}

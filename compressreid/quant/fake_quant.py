@@ -21,17 +21,18 @@ from onnxscript import opset18 as op
 from torch import nn
 from torch.nn import functional as F
 
-QMIN, QMAX = -128, 127  # int8: weights always, activations when signed
-UINT8_RANGE = (0, 255)  # activations when unsigned (ONNX Runtime fuses u8-activation graphs best on x86)
+from compressreid.quant.format import QuantFormat
 
 
 class ActivationQuantizer(nn.Module):
-    """Per-tensor asymmetric INT8 fake quantization; the range comes from a min/max observer (EMA in training)."""
+    """Per-tensor INT8 fake quantization (asymmetric, or symmetric with zero point 0 when the format says so); the
+    range comes from a min/max observer (EMA in training)."""
 
-    def __init__(self, momentum: float = 0.01, unsigned: bool = False):
+    def __init__(self, momentum: float = 0.01, fmt: QuantFormat = QuantFormat()):
         super().__init__()
         self.momentum = momentum
-        self.qmin, self.qmax = UINT8_RANGE if unsigned else (QMIN, QMAX)
+        self.qmin, self.qmax = fmt.activation_range
+        self.symmetric = fmt.symmetric_activations
         self.observing = True  # False once observers are frozen
         self.calibrating = False  # observe in eval mode too (range initialisation on calibration batches)
         self.frozen_for_export = False  # set by freeze_for_export: same arithmetic through an exportable op
@@ -54,6 +55,11 @@ class ActivationQuantizer(nn.Module):
         self.max_val.copy_(high)
         self.initialized.fill_(True)
         low, high = torch.clamp(low, max=0.0), torch.clamp(high, min=0.0)  # zero must be exactly representable
+        if self.symmetric:  # zero point 0, the range +-max|x| (as ONNX Runtime's ActivationSymmetric computes it)
+            scale = torch.clamp(torch.maximum(-low, high) / self.qmax, min=1e-8)
+            self.scale.copy_(scale)
+            self.zero_point.zero_()
+            return
         scale = torch.clamp((high - low) / (self.qmax - self.qmin), min=1e-8)
         self.scale.copy_(scale)
         zero_point = torch.clamp(torch.round(self.qmin - low / scale), self.qmin, self.qmax)
@@ -72,16 +78,16 @@ INT32_BIAS_RANGE = float(2 ** 32 - 2)
 BIAS_SCALE_MARGIN = 1.0001
 
 
-def weight_scale(weight: torch.Tensor, bias: torch.Tensor, input_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric per-output-channel scale: max |w| over each filter / 127, raised where needed so that the INT32
-    bias (scale ``input_scale * weight scale``) cannot overflow.
+def weight_scale(weight: torch.Tensor, bias: torch.Tensor, input_scale: torch.Tensor, qmax: int = 127) -> torch.Tensor:
+    """Symmetric per-output-channel scale: max |w| over each filter / ``qmax`` (127, or 64 for 7-bit weights),
+    raised where needed so that the INT32 bias (scale ``input_scale * weight scale``) cannot overflow.
 
     Why the raise: a 1x1 conv with tiny weights and a real bias (OSNet's channel gate fc2: weight scale 2.5e-4,
     bias / bias scale 2.8e10) would otherwise wrap around in INT32 in the shipped graph while the fake-quant
     model, which never casts, trains on the exact bias. ONNX Runtime's PTQ applies this same rule
     (``_adjust_weight_scale_for_int32_bias``); applying it in training too keeps QAT and its export identical.
     """
-    scale = torch.clamp(weight.detach().abs().flatten(1).amax(dim=1) / QMAX, min=1e-8)
+    scale = torch.clamp(weight.detach().abs().flatten(1).amax(dim=1) / qmax, min=1e-8)
     min_scale_for_int32_bias = (BIAS_SCALE_MARGIN * 2.0 * bias.detach().abs() / INT32_BIAS_RANGE
                                 / torch.clamp(input_scale, min=1e-8))
     return torch.maximum(scale, min_scale_for_int32_bias)
@@ -92,14 +98,17 @@ def _round_ste(x: torch.Tensor) -> torch.Tensor:
 
 
 class QATConv2d(nn.Module):
-    """A Conv2d (and the BatchNorm2d that follows it, folded in) with fake-quantized input, weight, bias, output."""
+    """A Conv2d (and the BatchNorm2d that follows it, folded in) with fake-quantized input, weight, bias, output, in
+    the given format (weights in [-qmax, qmax] per output channel)."""
 
-    def __init__(self, conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d] = None, unsigned: bool = False):
+    def __init__(self, conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d] = None, fmt: QuantFormat = QuantFormat()):
         super().__init__()
         self.conv, self.bn = conv, bn
         self.bn_frozen = bn is None
-        self.input_quant = ActivationQuantizer(unsigned=unsigned)
-        self.output_quant = ActivationQuantizer(unsigned=unsigned)
+        self.weight_qmax = fmt.weight_qmax
+        self.quantized_bias = fmt.quantized_bias  # int32 bias (QLinearConv); False: float (TensorRT)
+        self.input_quant = ActivationQuantizer(fmt=fmt)
+        self.output_quant = ActivationQuantizer(fmt=fmt)
         # True when the input is another QATConv2d's output: input_quant is then that conv's output_quant and the
         # tensor is already on its grid (see qat.share_chained_quantizers)
         self.input_prequantized = False
@@ -132,11 +141,12 @@ class QATConv2d(nn.Module):
         if self.training and not self.bn_frozen:
             self._update_bn(x)
         weight, bias = self.folded()
-        w_scale = weight_scale(weight, bias, self.input_quant.scale)
+        w_scale = weight_scale(weight, bias, self.input_quant.scale, self.weight_qmax)
         weight = torch.fake_quantize_per_channel_affine(weight, w_scale, torch.zeros_like(w_scale, dtype=torch.int32),
-                                                        0, QMIN, QMAX)
-        b_scale = self.input_quant.scale * w_scale  # INT32 bias, as QLinearConv takes it
-        bias = _round_ste(bias / b_scale) * b_scale
+                                                        0, -self.weight_qmax, self.weight_qmax)
+        if self.quantized_bias:
+            b_scale = self.input_quant.scale * w_scale  # INT32 bias, as QLinearConv takes it
+            bias = _round_ste(bias / b_scale) * b_scale
         return self.output_quant(self._conv(x, weight, bias))
 
 
@@ -175,13 +185,17 @@ class ExportConv2d(nn.Module):
         super().__init__()
         with torch.no_grad():
             weight, bias = qat.folded()
-            w_scale = weight_scale(weight, bias, qat.input_quant.scale)
+            w_scale = weight_scale(weight, bias, qat.input_quant.scale, qat.weight_qmax)
             b_scale = qat.input_quant.scale * w_scale
             self.register_buffer("weight_int8", torch.clamp(torch.round(weight / w_scale.reshape(-1, 1, 1, 1)),
-                                                            QMIN, QMAX).to(torch.int8))
+                                                            -qat.weight_qmax, qat.weight_qmax).to(torch.int8))
             self.register_buffer("weight_scale", w_scale.clone())
-            self.register_buffer("bias_int32", torch.round(bias / b_scale).to(torch.int32))
-            self.register_buffer("bias_scale", b_scale.clone())
+            self.quantized_bias = qat.quantized_bias
+            if self.quantized_bias:
+                self.register_buffer("bias_int32", torch.round(bias / b_scale).to(torch.int32))
+                self.register_buffer("bias_scale", b_scale.clone())
+            else:  # a float constant in the graph, as trained
+                self.register_buffer("bias_float", bias.detach().clone())
         self.stride, self.padding, self.dilation, self.groups = (qat.conv.stride, qat.conv.padding,
                                                                  qat.conv.dilation, qat.conv.groups)
         self.input_quant, self.output_quant = qat.input_quant, qat.output_quant
@@ -191,7 +205,7 @@ class ExportConv2d(nn.Module):
         if not self.input_prequantized:
             x = self.input_quant(x)
         weight = dequantize_per_channel(self.weight_int8, self.weight_scale)
-        bias = dequantize_per_channel(self.bias_int32, self.bias_scale)
+        bias = (dequantize_per_channel(self.bias_int32, self.bias_scale) if self.quantized_bias else self.bias_float)
         return self.output_quant(F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups))
 
 

@@ -9,13 +9,15 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
+from compressreid.quant.format import QuantFormat
 from compressreid.quant.ptq import calibrate, quantize_ptq, weighted_layers
 
 logger = logging.getLogger(__name__)
 
 # Quantize a pre-processed graph: (output path, nodes kept FP32, nodes to quantize alone) -> path.
 Quantizer = Callable[[str, Sequence[str], Sequence[str]], str]
-# Judge a quantized graph: path -> (metrics incl. mAP and cosine_mean, whether every gate passed).
+# Judge a quantized graph: path -> (metrics incl. mAP and cosine_mean, whether every gate passed); its ``metrics``
+# method gives the metrics alone (compressreid.quant.judge.TargetJudge).
 Judge = Callable[[str], Tuple[Dict[str, float], bool]]
 
 
@@ -31,15 +33,16 @@ class LayerSensitivity:
         return asdict(self)
 
 
-def ptq_quantizer(prepared_path: str, batches, method: str, per_channel: bool, percentile: float,
-                  activation_type: str = "uint8", histogram_bins: int = 2048) -> Quantizer:
-    """Calibrates once (the ranges go to a cache beside the graph) and quantizes any subset of layers with them."""
-    cache = calibrate(prepared_path, batches, os.path.splitext(prepared_path)[0] + ".calibration.json", method,
-                      percentile, histogram_bins)
+def ptq_quantizer(prepared_path: str, batches, method: str, fmt: QuantFormat, percentile: float,
+                  histogram_bins: int = 2048, cache: str = "") -> Quantizer:
+    """Quantizes any subset of layers in ``fmt`` with one calibration: ``cache`` (from ``calibrate`` on this graph),
+    or calibrated here once (the ranges go to a cache beside the graph)."""
+    cache = cache or calibrate(prepared_path, batches, os.path.splitext(prepared_path)[0] + ".calibration.json",
+                               method, percentile, histogram_bins)
 
     def quantize(out_path: str, exclude: Sequence[str] = (), only: Sequence[str] = ()) -> str:
-        return quantize_ptq(prepared_path, out_path, batches, method, per_channel, percentile, exclude, only,
-                            activation_type, histogram_bins, calibration_cache=cache)
+        return quantize_ptq(prepared_path, out_path, batches, method, fmt, percentile, exclude, only,
+                            histogram_bins, calibration_cache=cache)
     return quantize
 
 
@@ -50,7 +53,7 @@ def layer_sensitivity(prepared_path: str, quantize: Quantizer, judge: Judge, fp3
     path = os.path.join(workdir, "sensitivity.onnx")
     for layer in tqdm(weighted_layers(prepared_path), desc="layer sensitivity", unit="layer", disable=not progress,
                       dynamic_ncols=True, leave=False):
-        metrics, _ = judge(quantize(path, (), (layer,)))
+        metrics = judge.metrics(quantize(path, (), (layer,)))
         results.append(LayerSensitivity(layer, fp32_map - metrics["mAP"], metrics["cosine_mean"]))
     if os.path.exists(path):
         os.remove(path)

@@ -14,12 +14,14 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import onnx
 import torch
-from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, create_calibrator, quantize_static
+from onnxruntime.quantization import CalibrationMethod, QuantType, create_calibrator, quantize_static
+from onnxruntime.quantization import QuantFormat as OrtQuantFormat
 from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from compressreid.errors import ConfigError, ExportError
 from compressreid.quant.calibration import BatchReader
+from compressreid.quant.format import QuantFormat
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +34,10 @@ CALIBRATION_METHODS = {
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 # Operators quantized: the trunk's compute and the element-wise ops between convolutions, so ONNX Runtime can fuse
 # whole chains into INT8 kernels. Left out on purpose: the embedding head (global pooling, BNNeck, reshapes),
-# because quantizing the embedding itself costs retrieval accuracy (cosine 0.985 on R18) for no speed.
-QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "Concat", "MaxPool", "AveragePool",
+# because quantizing the embedding itself costs retrieval accuracy (cosine 0.985 on R18) for no speed; and Concat
+# (in these models only IBN's InstanceNorm/BatchNorm halves): a quantized Concat input becomes element-wise nodes
+# OpenVINO cannot fuse (0.92x its CPU time at batch 32 without, R50-IBN 1/4), ONNX Runtime runs the same either way.
+QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "MaxPool", "AveragePool",
                  "Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Resize")
 
 
@@ -213,10 +217,12 @@ def calibrate(prepared_path: str, batches: Sequence[torch.Tensor], cache_path: s
 
 
 def quantize_ptq(prepared_path: str, out_path: str, batches: Sequence[torch.Tensor], method: str = "minmax",
-                 per_channel: bool = True, percentile: float = 99.999, exclude: Sequence[str] = (),
-                 only: Sequence[str] = (), activation_type: str = "uint8", histogram_bins: int = 2048,
-                 calibration_cache: str = "") -> str:
-    """Quantize a pre-processed FP32 graph to QDQ INT8 (int8 per-channel weights), written atomically.
+                 fmt: QuantFormat = QuantFormat(), percentile: float = 99.999, exclude: Sequence[str] = (),
+                 only: Sequence[str] = (), histogram_bins: int = 2048, calibration_cache: str = "") -> str:
+    """Quantize a pre-processed FP32 graph to QDQ INT8 in format ``fmt``, written atomically.
+
+    The format maps onto quantize_static's own options: activation type and ``ActivationSymmetric``, and for
+    7-bit weights ``reduce_range`` (int8 weights in [-64, 64], scale max|w| / 64; activations unchanged).
 
     Args:
         exclude: node names kept in FP32 (accuracy-aware fallback).
@@ -224,7 +230,7 @@ def quantize_ptq(prepared_path: str, out_path: str, batches: Sequence[torch.Tens
         calibration_cache: ranges from :func:`calibrate` for this graph and ``method``; empty = calibrate here.
     """
     calibrate_method = check_calibration_method(method)
-    activations = check_activation_type(activation_type)
+    activations = check_activation_type(fmt.activations)
     directory = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(directory, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=".ptq-", suffix=".onnx", dir=directory)
@@ -232,11 +238,12 @@ def quantize_ptq(prepared_path: str, out_path: str, batches: Sequence[torch.Tens
     own_cache = "" if calibration_cache else tmp + ".calibration.json"
     try:
         cache = calibration_cache or calibrate(prepared_path, batches, own_cache, method, percentile, histogram_bins)
-        quantize_static(prepared_path, tmp, None, quant_format=QuantFormat.QDQ, activation_type=activations,
-                        weight_type=QuantType.QInt8, per_channel=per_channel, calibrate_method=calibrate_method,
-                        nodes_to_exclude=list(exclude), nodes_to_quantize=list(only) or None,
-                        op_types_to_quantize=list(QUANTIZED_OPS),
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        quantize_static(prepared_path, tmp, None, quant_format=OrtQuantFormat.QDQ, activation_type=activations,
+                        weight_type=QuantType.QInt8, per_channel=fmt.per_channel, reduce_range=fmt.weight_bits == 7,
+                        calibrate_method=calibrate_method, nodes_to_exclude=list(exclude),
+                        nodes_to_quantize=list(only) or None, op_types_to_quantize=list(QUANTIZED_OPS),
+                        extra_options={"ActivationSymmetric": fmt.symmetric_activations, "WeightSymmetric": True,
+                                       "QuantizeBias": fmt.quantized_bias},
                         calibration_cache_path=cache)
         quantized = onnx.load(tmp)
         if feed_float_layers_float(quantized, prepared_path):

@@ -15,17 +15,20 @@ from yacs.config import CfgNode
 
 from compressreid.data.build import load_train_data
 from compressreid.distill.task import build_distillation_task
+from compressreid.engine.device import resolve_device
 from compressreid.engine.loop import HookBase
 from compressreid.engine.optim import build_optimizer
 from compressreid.engine.run_dir import RunDirectory
 from compressreid.engine.source_run import SourceRun, load_source_model
 from compressreid.engine.trainer import fit
 from compressreid.errors import ConfigError
+from compressreid.export.conventions import ConventionAdapter, InputConvention
 from compressreid.export.onnx_export import export_onnx
 from compressreid.export.ort_model import OrtEmbedder
 from compressreid.export.parity import embedding_parity
 from compressreid.quant.compare import evaluate_cached, summary
 from compressreid.quant.fake_quant import ActivationQuantizer, ExportConv2d, QATConv2d, qdq_translations
+from compressreid.quant.format import QuantFormat
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +69,15 @@ def conv_bn_pairs(model: nn.Module, images: torch.Tensor) -> List[Tuple[str, Opt
     return list(pairs.items())
 
 
-def prepare_qat(model: nn.Module, images: torch.Tensor, unsigned: bool = True) -> nn.Module:
+def prepare_qat(model: nn.Module, images: torch.Tensor, fmt: QuantFormat = QuantFormat()) -> nn.Module:
     """Replace every Conv2d (+ its BatchNorm2d) in place by a QATConv2d; the BN's slot becomes an Identity.
 
     Args:
-        unsigned: uint8 activations (QUANT.ACTIVATION_TYPE "uint8"), else int8.
+        fmt: the INT8 format trained and exported (activation type and symmetry, weight bits).
     """
     for conv_name, bn_name in conv_bn_pairs(model, images):
         bn = model.get_submodule(bn_name) if bn_name else None
-        model.set_submodule(conv_name, QATConv2d(model.get_submodule(conv_name), bn, unsigned))
+        model.set_submodule(conv_name, QATConv2d(model.get_submodule(conv_name), bn, fmt))
         if bn_name:
             model.set_submodule(bn_name, nn.Identity())
     share_chained_quantizers(model, images)
@@ -160,6 +163,9 @@ class QATScheduleHook(HookBase):
 
 @dataclass
 class QATOutcome:
+    """The trained fake-quant model, its metrics (the reference the shipped INT8 file must reproduce), the recipe."""
+
+    model: nn.Module
     fake_quant_metrics: Dict[str, float]
     info: Dict[str, object]
 
@@ -187,46 +193,60 @@ def qat_config(cfg: CfgNode, source: SourceRun, folder: str) -> CfgNode:
     return derived
 
 
-def run_qat(cfg: CfgNode, eval_cfg: CfgNode, source: SourceRun, fp32_model: nn.Module, out_path: str, judge,
+def run_qat(cfg: CfgNode, eval_cfg: CfgNode, source: SourceRun, fmt: QuantFormat, judge,
             batches: Sequence[torch.Tensor], run: RunDirectory, progress: bool = True) -> QATOutcome:
-    """Fine-tune a fake-quantized copy of the source with distillation, export its QDQ graph to ``out_path``.
+    """Fine-tune a fake-quantized copy of the source in format ``fmt`` with distillation.
 
-    Returns the fake-quant PyTorch model's metrics (the reference the exported INT8 model must reproduce).
+    Returns the fake-quant model and its metrics (the reference the exported INT8 model must reproduce), measured
+    by ``judge`` (its evaluator and test images, fed in its target's convention through the model's own input).
     """
     q = cfg.QUANT.QAT
     if q.ITERS < 1:
         raise ConfigError(f"QUANT.QAT.ITERS is {q.ITERS}: expected >= 1 fine-tuning iterations")
     data = load_train_data(eval_cfg)
     student = load_source_model(source, num_classes=data.num_classes)
-    prepare_qat(student, batches[0][:8], unsigned=cfg.QUANT.ACTIVATION_TYPE == "uint8")
+    prepare_qat(student, batches[0][:8], fmt)
     calibrate_observers(student, batches)
     folder = run.file("qat")
     derived = qat_config(cfg, source, folder)
     qat_run = RunDirectory(folder)
     os.makedirs(folder, exist_ok=True)
-    task = build_distillation_task(derived, student, data.num_classes, torch.device("cpu"))
+    device = resolve_device(cfg.MODEL.DEVICE)  # fine-tuning runs where the training recipe says (CUDA too)
+    task = build_distillation_task(derived, student.to(device), data.num_classes, device)
     try:
         optimizer = build_optimizer(derived, task.named_trainable_parameters())
-        logger.info("QAT: %d iterations at LR %g, BN frozen at %d, observers frozen at %d; losses %s", q.ITERS,
-                    q.BASE_LR, q.FREEZE_BN_ITER, q.FREEZE_OBSERVER_ITER, list(derived.DISTILL.LOSSES.NAME))
-        fit(derived, qat_run, task, optimizer, data, progress=progress,
+        logger.info("QAT: %d iterations at LR %g, BN frozen at %d, observers frozen at %d; losses %s; weights %s",
+                    q.ITERS, q.BASE_LR, q.FREEZE_BN_ITER, q.FREEZE_OBSERVER_ITER, list(derived.DISTILL.LOSSES.NAME),
+                    fmt.describe()["weights"])
+        fit(derived, qat_run, task, optimizer, data, device=device, progress=progress,
             extra_hooks=[QATScheduleHook(student, q.FREEZE_BN_ITER, q.FREEZE_OBSERVER_ITER)])
     finally:
         task.close()
+    student.cpu()  # evaluation, freezing and export run on the CPU
     for leftover in ("model_final.pth", "last_checkpoint.pth"):  # fake-quant state: not a loadable student
         if os.path.exists(qat_run.file(leftover)):
             os.remove(qat_run.file(leftover))
     # the reference is the fake-quant model as trained (before freezing to integers): what ships must match it
-    fake_quant = summary(evaluate_cached(judge.evaluator, student.eval(), judge.images).result)
+    adapter = ConventionAdapter(student.eval(), judge.target.convention)
+    fake_quant = summary(evaluate_cached(judge.evaluator, adapter, judge.images).result)
     logger.info("QAT fake-quant model (PyTorch): %s", fake_quant)
     exported = freeze_for_export(student)
-    export_onnx(exported, out_path, eval_cfg.INPUT.SIZE_TEST, max(cfg.QUANT.OPSET, 18), qdq_translations())
     # how far ONNX Runtime's integer kernels land from the PyTorch integer model (requantization rounding only)
-    ort_parity = embedding_parity(exported, OrtEmbedder(out_path), judge.images.q_images[:64]).to_dict()
-    logger.info("QAT export vs ONNX Runtime: min cosine %.5f, mean %.5f", ort_parity["cosine_min"],
-                ort_parity["cosine_mean"])
     info = {"qat": {"iters": q.ITERS, "base_lr": q.BASE_LR, "freeze_bn_iter": q.FREEZE_BN_ITER,
                     "freeze_observer_iter": q.FREEZE_OBSERVER_ITER, "teachers": list(derived.DISTILL.TEACHERS.CONFIGS),
-                    "losses": list(derived.DISTILL.LOSSES.NAME), "ort_parity": ort_parity},
+                    "losses": list(derived.DISTILL.LOSSES.NAME)},
             "calibration": {"split": "train", "images": sum(len(b) for b in batches), "method": "minmax (init)"}}
-    return QATOutcome(fake_quant, info)
+    return QATOutcome(exported, fake_quant, info)
+
+
+def export_qat(exported: nn.Module, path: str, input_size: Sequence[int], opset: int,
+               convention: InputConvention, check_images: Optional[torch.Tensor] = None) -> Dict[str, float]:
+    """Write the frozen QAT model (``freeze_for_export``) as the QDQ graph it defines, taking ``convention``'s input;
+    with ``check_images`` (RGB 0..255), returns ONNX Runtime's agreement with the PyTorch integer model."""
+    model = ConventionAdapter(exported, convention)
+    export_onnx(model, path, input_size, max(opset, 18), qdq_translations())
+    if check_images is None:
+        return {}
+    parity = embedding_parity(model, OrtEmbedder(path), convention.from_rgb255(check_images)).to_dict()
+    logger.info("QAT export vs ONNX Runtime: min cosine %.5f, mean %.5f", parity["cosine_min"], parity["cosine_mean"])
+    return parity

@@ -1,153 +1,116 @@
-"""One quantization run: FP32 export with parity, INT8 by PTQ or QAT, the INT8-vs-FP32 gate, fallback, model card.
+"""One quantization run: FP32 export with parity, INT8 by PTQ or QAT for every deployment target (QUANT.TARGETS),
+each target's file judged in its own runtime by the stage's gates and the target's own rules, per-target FP32
+fallback, the files and one model card.
 
-What is measured is what ships: every INT8 metric comes from the ONNX file that is written, run in ONNX Runtime.
+What is measured is what ships: every INT8 metric comes from the ONNX file that is written, run in the runtime of
+its target (or, where this machine cannot run that runtime, on the file's own Q/DQ semantics, and the card says so).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 from yacs.config import CfgNode
 
 from compressreid.data.build import load_test_sets
 from compressreid.engine.run_dir import RunDirectory
-from compressreid.engine.source_run import SourceRun, load_source_model, resolve_source
-from compressreid.errors import ConfigError, ExportError
+from compressreid.engine.source_run import load_source_model
+from compressreid.engine.verdict import Verdict
 from compressreid.evaluation.evaluator import ReIDEvaluator
 from compressreid.evaluation.report import metrics_payload, write_plots
-from compressreid.evaluation.run import check_gate_rules, load_reference_metrics
-from compressreid.export.latency import measure_latency
-from compressreid.export.model_card import build_model_card, read_card_if_present, write_model_card
+from compressreid.export.conventions import ConventionAdapter, InputConvention, get_convention
+from compressreid.export.latency import measure_module_latency
+from compressreid.export.model_card import build_model_card, target_entry, write_model_card
 from compressreid.export.onnx_export import export_onnx
-from compressreid.export.ort_model import OrtEmbedder, check_embedding_graph, ort_session
-from compressreid.export.parity import check_export_parity, embedding_parity
-from compressreid.pipeline.gate import check_gates, raise_if_failed
+from compressreid.export.ort_model import OrtEmbedder
+from compressreid.export.parity import check_export_parity
+from compressreid.gates import GateDecision
 from compressreid.quant.calibration import calibration_batches
-from compressreid.quant.compare import Embedded, evaluate_cached, load_test_images, quantization_parity, summary
+from compressreid.quant.compare import (Embedded, TestImages, evaluate_cached, load_test_images, match_thresholds,
+                                        quantization_parity, summary, threshold_shifts)
 from compressreid.quant.fallback import accuracy_aware_fallback, layer_sensitivity, ptq_quantizer
-from compressreid.quant.ptq import (check_activation_type, check_calibration_method, check_histogram_bins,
-                                    preprocess)
+from compressreid.quant.judge import TargetJudge, in_convention, numbers
+from compressreid.quant.plan import QuantPlan, check_quantize_inputs, quantize_verdict, source_metrics
+from compressreid.quant.ptq import calibrate, preprocess
+from compressreid.quant.targets import QuantTarget
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("ptq", "qat")
-SHIPPED = "student_int8.onnx"
+SHIPPED = "student_int8.onnx"  # the primary target's file (QUANT.TARGETS[0])
 REJECTED = "student_int8.rejected.onnx"
 FP32_FILE = "student_fp32.onnx"
 CARD_FILE = "model_card.json"
 
+__all__ = ["CARD_FILE", "FP32_FILE", "REJECTED", "SHIPPED", "check_quantize_inputs", "quantize_verdict",
+           "run_quantize"]
+
+
+class _Graphs:
+    """The FP32 graph, its pre-processed form and PTQ quantizers per input convention and format, each made once
+    (one calibration per convention: the ranges do not depend on the format)."""
+
+    def __init__(self, cfg: CfgNode, plan: QuantPlan, model: Optional[nn.Module], fp32_path: str, workdir: str,
+                 batches):
+        self.cfg, self.plan, self.model, self.workdir, self.batches = cfg, plan, model, workdir, batches
+        self.fp32 = {plan.source_convention: fp32_path}
+        self.prepared: Dict[str, Tuple[str, str]] = {}
+        self.quantizers: Dict[Tuple[str, object], object] = {}
+
+    def fp32_graph(self, convention: InputConvention) -> str:
+        if convention.name not in self.fp32:
+            path = os.path.join(self.workdir, f"fp32_{convention.name}.onnx")
+            export_onnx(ConventionAdapter(self.model, convention), path, self.plan.input_size, self.cfg.QUANT.OPSET)
+            self.fp32[convention.name] = path
+        return self.fp32[convention.name]
+
+    def _prepared(self, convention: InputConvention) -> Tuple[str, str]:
+        if convention.name not in self.prepared:
+            c = self.cfg.QUANT.CALIBRATION
+            prepared = preprocess(self.fp32_graph(convention),
+                                  os.path.join(self.workdir, f"prepared_{convention.name}.onnx"))
+            batches = [convention.from_rgb255(b) for b in self.batches]  # the first layer sees what it will see
+            cache = calibrate(prepared, batches, os.path.splitext(prepared)[0] + ".calibration.json", c.METHOD,
+                              c.PERCENTILE, c.HISTOGRAM_BINS)
+            self.prepared[convention.name] = (prepared, cache)
+        return self.prepared[convention.name]
+
+    def quantizer(self, target: QuantTarget):
+        """(pre-processed graph, quantize(out, exclude, only)) for the target's convention and format."""
+        prepared, cache = self._prepared(target.convention)
+        key = (target.convention.name, target.fmt)
+        if key not in self.quantizers:
+            c = self.cfg.QUANT.CALIBRATION
+            batches = [target.convention.from_rgb255(b) for b in self.batches]
+            self.quantizers[key] = ptq_quantizer(prepared, batches, c.METHOD, target.fmt, c.PERCENTILE,
+                                                 c.HISTOGRAM_BINS, cache=cache)
+        return prepared, self.quantizers[key]
+
 
 @dataclass
-class QuantPlan:
-    """The checked inputs of a run: where the FP32 model comes from and what gates may reference."""
+class TargetOutcome:
+    """What one target shipped (or rejected) and why."""
 
-    method: str
-    source: Optional[SourceRun]  # a PyTorch run folder / checkpoint
-    onnx_source: str  # or an FP32 ONNX file
-    input_size: List[int]
-    references: Dict[str, Dict[str, float]] = field(default_factory=dict)
-
-
-def _numbers(data: Dict[str, object]) -> Dict[str, float]:
-    return {k: float(v) for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def _source_metrics(folder: str) -> Dict[str, object]:
-    path = os.path.join(folder, "metrics.json")
-    if not folder or not os.path.isfile(path):
-        return {}
-    with open(path, "r", encoding="utf-8") as handle:
-        return json.load(handle)
+    target: QuantTarget
+    primary: bool
+    files: List[str]
+    accepted: bool
+    metrics: Dict[str, float]
+    results: List[object]  # EvaluationResult per test set, of the judged file
+    payload: Dict[str, object]  # metrics.json's shape: first test set at the top level, every set under datasets
+    decisions: List[GateDecision]
+    fallback: Dict[str, object]
+    latency: Dict[str, object]
+    certification: Dict[str, Dict[str, object]]
+    size_bytes: int
+    info: Dict[str, object] = field(default_factory=dict)
 
 
-def check_quantize_inputs(cfg: CfgNode) -> QuantPlan:
-    """Everything cheap to check, before OUTPUT_DIR is touched.
-
-    Raises:
-        ConfigError / CheckpointError / ExportError: unknown method or calibration method, a missing source, an
-            ONNX source that is not an images -> embedding graph of INPUT.SIZE_TEST or disagrees with its model
-            card, QAT asked of an ONNX source, a gate naming an unknown reference.
-    """
-    q = cfg.QUANT
-    if q.METHOD not in METHODS:
-        raise ConfigError(f"QUANT.METHOD '{q.METHOD}' is unknown; expected one of {METHODS}")
-    check_calibration_method(q.CALIBRATION.METHOD)
-    check_histogram_bins(q.CALIBRATION.HISTOGRAM_BINS)
-    check_activation_type(q.ACTIVATION_TYPE)
-    if q.CALIBRATION.NUM_IMAGES < 1 or q.CALIBRATION.BATCH_SIZE < 1:
-        raise ConfigError("QUANT.CALIBRATION.NUM_IMAGES and BATCH_SIZE must be >= 1 (calibration needs training "
-                          f"images), got {q.CALIBRATION.NUM_IMAGES} and {q.CALIBRATION.BATCH_SIZE}")
-    references = load_reference_metrics(cfg.TEST.GATE_REFERENCE)
-    if q.SOURCE.endswith(".onnx"):
-        if q.METHOD == "qat":
-            raise ConfigError(f"QUANT.METHOD qat needs a PyTorch model to fine-tune; QUANT.SOURCE is an ONNX file "
-                              f"({q.SOURCE}): name the run folder instead")
-        if not os.path.isfile(q.SOURCE):
-            raise ExportError(f"QUANT.SOURCE: ONNX file not found: {q.SOURCE}")
-        shape = check_embedding_graph(q.SOURCE)
-        ort_session(q.SOURCE)  # an operator ONNX Runtime cannot run is bad input, found before OUTPUT_DIR exists
-        expected = list(cfg.INPUT.SIZE_TEST)
-        if any(0 < s != e for s, e in zip(shape[2:], expected)):
-            raise ExportError(f"QUANT.SOURCE {q.SOURCE} takes {shape[2]}x{shape[3]} images but INPUT.SIZE_TEST is "
-                              f"{expected[0]}x{expected[1]}")
-        read_card_if_present(q.SOURCE)
-        plan = QuantPlan(q.METHOD, None, q.SOURCE, expected, references)
-    else:
-        source = resolve_source(q.SOURCE, cfg, "QUANT.SOURCE")
-        plan = QuantPlan(q.METHOD, source, "", list(source.config.INPUT.SIZE_TEST), references)
-        measured = _source_metrics(source.folder)
-        if measured:  # what the source stage measured (gate reference ``source``, and ``source_mAP_delta``)
-            plan.references["source"] = _numbers(measured)
-        if isinstance(measured.get("teacher"), dict):
-            plan.references["teacher"] = _numbers(measured["teacher"])
-    check_gate_rules(cfg.TEST.GATES, ["fp32", *plan.references, *(["fake_quant"] if q.METHOD == "qat" else [])])
-    return plan
-
-
-def _eval_config(cfg: CfgNode, plan: QuantPlan) -> CfgNode:
-    derived = cfg.clone()
-    derived.defrost()
-    derived.INPUT.SIZE_TEST = list(plan.input_size)
-    derived.freeze()
-    return derived
-
-
-class _Judge:
-    """Evaluates an INT8 candidate on the first test set against the FP32 model and checks the gates."""
-
-    def __init__(self, cfg: CfgNode, evaluator: ReIDEvaluator, images, fp32: Embedded,
-                 references: Dict[str, Dict[str, float]], fixed: Dict[str, float]):
-        self.cfg, self.evaluator, self.images, self.fp32, self.references = cfg, evaluator, images, fp32, references
-        self.fixed = fixed  # metrics of the FP32 source, the same for every INT8 candidate (source_mAP_delta)
-
-    def metrics(self, path: str) -> Dict[str, float]:
-        int8 = evaluate_cached(self.evaluator, OrtEmbedder(path), self.images)
-        return {**_numbers(int8.result.metrics), **quantization_parity(self.fp32, int8, self.cfg.TEST.METRIC),
-                **self.fixed}
-
-    def fails_on_fixed(self, metrics: Dict[str, float]) -> bool:
-        """A failed rule no INT8 variant can change (the FP32 source is not the model handed over)."""
-        decisions = check_gates(self.cfg.TEST.GATES, metrics, self.references)
-        return any(not d.passed and d.metric in self.fixed for d in decisions)
-
-    def __call__(self, path: str):
-        metrics = self.metrics(path)
-        decisions = check_gates(self.cfg.TEST.GATES, metrics, self.references)
-        return metrics, all(d.passed for d in decisions)
-
-
-def _latency(cfg: CfgNode, path: str, input_size) -> Dict[str, Dict[str, float]]:
-    b = cfg.QUANT.BENCHMARK
-    return {f"batch{n}": measure_latency(path, input_size, n, b.ITERS, b.THREADS) for n in (1, 32)}
-
-
-def _export_fp32(plan: QuantPlan, fp32_path: str, opset: int, images) -> Tuple[Optional[nn.Module], Dict[str, float]]:
+def _export_fp32(plan: QuantPlan, fp32_path: str, opset: int, images: TestImages) -> Tuple[Optional[nn.Module], Dict]:
     """The FP32 ONNX graph quantization starts from, with its export parity (a copy when the source is ONNX)."""
     if plan.source is None:
         shutil.copyfile(plan.onnx_source, fp32_path)
@@ -161,8 +124,7 @@ def _export_fp32(plan: QuantPlan, fp32_path: str, opset: int, images) -> Tuple[O
 
 def _method_info(cfg: CfgNode, batches) -> Dict[str, object]:
     q = cfg.QUANT
-    info: Dict[str, object] = {"method": q.METHOD, "format": "QDQ", "activations": f"{q.ACTIVATION_TYPE} per-tensor",
-                               "weights": f"int8 {'per-channel' if q.PER_CHANNEL else 'per-tensor'} symmetric"}
+    info: Dict[str, object] = {"method": q.METHOD, "format": "QDQ"}
     if q.METHOD == "ptq":
         info["calibration"] = {"split": "train", "images": sum(len(b) for b in batches),
                                "method": q.CALIBRATION.METHOD, "seed": cfg.SEED,
@@ -173,13 +135,24 @@ def _method_info(cfg: CfgNode, batches) -> Dict[str, object]:
     return info
 
 
-def _fallback(cfg: CfgNode, prepared: str, quantize, judge: _Judge, fp32_map: float, workdir: str,
+def _latency(cfg: CfgNode, model_of, input_size, convention: InputConvention) -> Dict[str, Dict[str, float]]:
+    """Latency at each QUANT.BENCHMARK.BATCHES batch of a runtime model (``model_of()`` builds it once)."""
+    b = cfg.QUANT.BENCHMARK
+    model = model_of()
+    if model is None:
+        return {}
+    return {f"batch{n}": measure_module_latency(model, input_size, n, b.ITERS, convention.from_rgb255)
+            for n in b.BATCHES}
+
+
+def _fallback(cfg: CfgNode, prepared: str, quantize, judge: TargetJudge, fp32_map: float, workdir: str,
               first: Dict[str, float], progress: bool) -> Tuple[Optional[str], Dict[str, object]]:
     """Sensitivity analysis and FP32 fallback; returns the fallback model (None if nothing tried) and its record."""
-    logger.warning("INT8 model fails its gates (%s): measuring per-layer sensitivity for the FP32 fallback",
-                   {k: round(v, 4) for k, v in first.items()})
+    logger.warning("%s: INT8 model fails its gates (%s): measuring per-layer sensitivity for the FP32 fallback",
+                   judge.target.name, {k: round(v, 4) for k, v in first.items() if k in ("mAP", "cosine_mean")})
     ranking = layer_sensitivity(prepared, quantize, judge, fp32_map, workdir, progress)
-    outcome = accuracy_aware_fallback(ranking, quantize, judge, os.path.join(workdir, "int8_fallback.onnx"),
+    outcome = accuracy_aware_fallback(ranking, quantize, judge,
+                                      os.path.join(workdir, f"int8_fallback_{judge.target.name}.onnx"),
                                       cfg.QUANT.FALLBACK.MAX_FP32_LAYERS)
     record: Dict[str, object] = {"used": True, "sensitivity": [s.to_dict() for s in ranking],
                                  "tried": outcome.tried if outcome else [], "full_int8": first}
@@ -189,112 +162,202 @@ def _fallback(cfg: CfgNode, prepared: str, quantize, judge: _Judge, fp32_map: fl
     return outcome.path, record
 
 
-def _latency_report(cfg: CfgNode, candidate: str, fp32_path: str, full_int8: str, input_size) -> Dict[str, object]:
-    latency: Dict[str, object] = {"int8": _latency(cfg, candidate, input_size),
-                                  "fp32": _latency(cfg, fp32_path, input_size)}
-    if candidate != full_int8:  # what keeping layers in FP32 cost
-        latency["int8_without_fallback"] = _latency(cfg, full_int8, input_size)
-    for batch in ("batch1", "batch32"):
-        latency[f"speedup_{batch}"] = round(latency["fp32"][batch]["ms_p50"] / latency["int8"][batch]["ms_p50"], 2)
-    return latency
+class _Run:
+    """The state one quantize run shares between its targets."""
+
+    def __init__(self, cfg: CfgNode, run: RunDirectory, progress: bool, plan: QuantPlan, verdict: Verdict):
+        self.cfg, self.run, self.progress, self.plan, self.verdict = cfg, run, progress, plan, verdict
+        self.eval_cfg = cfg.clone()
+        self.eval_cfg.defrost()
+        self.eval_cfg.INPUT.SIZE_TEST = list(self.plan.input_size)
+        self.eval_cfg.freeze()
+        self.workdir, self.fp32_path = run.file("work"), run.file(FP32_FILE)
+        os.makedirs(self.workdir, exist_ok=True)
+        self.images = [load_test_images(self.eval_cfg, t) for t in load_test_sets(self.eval_cfg)]
+        self.model, self.export_parity = _export_fp32(self.plan, self.fp32_path, cfg.QUANT.OPSET, self.images[0])
+        self.evaluator = ReIDEvaluator.from_config(self.eval_cfg)
+        source_convention = get_convention(self.plan.source_convention)
+        fp32_model = OrtEmbedder(self.fp32_path)
+        self.fp32 = [evaluate_cached(self.evaluator, fp32_model, in_convention(im, source_convention))
+                     for im in self.images]
+        logger.info("FP32 (ONNX Runtime): %s", summary(self.fp32[0].result))
+        identical = {"cosine_mean": 1.0, "cosine_min": 1.0, "top10_overlap": 100.0}
+        fp32_payload = metrics_payload([e.result for e in self.fp32], FP32_FILE)
+        self.references: Dict[str, Dict[str, object]] = {
+            **self.plan.references, "fp32": {**fp32_payload, **identical,
+                                             "datasets": {k: {**v, **identical} for k, v in
+                                                          fp32_payload["datasets"].items()}}}
+        q = cfg.QUANT
+        self.batches = calibration_batches(self.eval_cfg, q.CALIBRATION.NUM_IMAGES, q.CALIBRATION.BATCH_SIZE, cfg.SEED)
+        self.fixed: Dict[str, float] = {}
+        if "mAP" in self.plan.references.get("source", {}):
+            # the FP32 export of the model loaded here, scored by the same evaluator on the same data, must
+            # reproduce what the source stage measured: otherwise this is not the model that stage handed over
+            self.fixed["source_mAP_delta"] = abs(self.fp32[0].result.metrics["mAP"]
+                                                 - self.plan.references["source"]["mAP"])
+        self.graphs = _Graphs(cfg, self.plan, self.model, self.fp32_path, self.workdir, self.batches)
+        self.fp32_latency = _latency(cfg, lambda: OrtEmbedder(self.fp32_path, q.BENCHMARK.THREADS),
+                                     self.plan.input_size, source_convention)
+        self.method_info = _method_info(cfg, self.batches)
+        self.qat_files: Dict[str, str] = {}
+
+    def judge(self, target: QuantTarget) -> TargetJudge:
+        return TargetJudge(target, self.verdict, self.evaluator, self.images[0], self.fp32[0],
+                           self.references, self.fixed, self.cfg.TEST.METRIC)
+
+    def train_qat(self) -> None:
+        """QAT once, in the targets' one format; its QDQ export per input convention the targets need."""
+        from compressreid.quant.qat import export_qat, run_qat  # torch training only when asked for
+
+        target = self.plan.targets[0]
+        outcome = run_qat(self.cfg, self.eval_cfg, self.plan.source, target.fmt, self.judge(target), self.batches,
+                          self.run, self.progress)
+        parity = {}
+        for convention in dict.fromkeys(t.convention for t in self.plan.targets):
+            path = os.path.join(self.workdir, f"int8_qat_{convention.name}.onnx")
+            parity[convention.name] = export_qat(outcome.model, path, self.plan.input_size, self.cfg.QUANT.OPSET,
+                                                 convention, self.images[0].q_images[:64])
+            self.qat_files[convention.name] = path
+        self.references["fake_quant"] = outcome.fake_quant_metrics
+        self.method_info.update(outcome.info)
+        # ONNX Runtime's kernels vs the PyTorch integer model, for the primary target's file
+        self.method_info["qat"]["ort_parity"] = parity[target.convention.name]
+
+    def quantize_target(self, target: QuantTarget, primary: bool) -> TargetOutcome:
+        q = self.cfg.QUANT
+        judge = self.judge(target)
+        full_int8 = os.path.join(self.workdir, f"int8_full_{target.name}.onnx")
+        prepared = quantize = None  # QAT: no PTQ quantizer, so no fallback
+        if self.plan.method == "qat":
+            shutil.copyfile(self.qat_files[target.convention.name], full_int8)
+        else:
+            prepared, quantize = self.graphs.quantizer(target)
+            quantize(full_int8)
+        candidate, fallback = full_int8, {"used": False}
+        first, passed = judge(full_int8)
+        if not passed and q.FALLBACK.ENABLED and quantize is not None and judge.fallback_can_help(first):
+            path, fallback = _fallback(self.cfg, prepared, quantize, judge, self.fp32[0].result.metrics["mAP"],
+                                       self.workdir, first, self.progress)
+            candidate = path or full_int8
+        return self._judged(target, primary, judge, candidate, full_int8, fallback)
+
+    def _judged(self, target: QuantTarget, primary: bool, judge: TargetJudge, candidate: str, full_int8: str,
+                fallback: Dict[str, object]) -> TargetOutcome:
+        model = target.judged_model(candidate)
+        embedded = [evaluate_cached(self.evaluator, model, in_convention(im, target.convention)) for im in self.images]
+        metrics = judge.full_metrics(candidate, embedded[0])
+        payload = metrics_payload([e.result for e in embedded], os.path.basename(candidate))
+        for fp32, int8 in zip(self.fp32, embedded):  # agreement with FP32 on every test set, not only the first
+            payload["datasets"][int8.result.dataset].update(quantization_parity(fp32, int8, self.cfg.TEST.METRIC))
+            payload["datasets"][int8.result.dataset].update(threshold_shifts(fp32.result.metrics, int8.result.metrics))
+        payload.update({k: v for k, v in metrics.items() if k not in payload})
+        decisions = judge.decide(payload)
+        accepted = all(d.passed for d in decisions)
+        threads = self.cfg.QUANT.BENCHMARK.THREADS
+        latency = {"int8": _latency(self.cfg, lambda: target.runtime_model(candidate, threads), self.plan.input_size,
+                                    target.convention)}
+        if candidate != full_int8:  # what keeping layers in FP32 cost
+            latency["int8_without_fallback"] = _latency(self.cfg, lambda: target.runtime_model(full_int8, threads),
+                                                        self.plan.input_size, target.convention)
+        for batch, record in latency["int8"].items():
+            latency[f"speedup_{batch}"] = round(self.fp32_latency[batch]["ms_p50"] / record["ms_p50"], 2)
+        certification = target.certification(metrics, judge.measured)
+        stale = target.stale_files(self.run.path, primary)
+        for path in stale:
+            if os.path.exists(path):
+                os.remove(path)
+        files = target.package(candidate, self.run.path, primary, accepted)
+        payload["model"] = os.path.basename(files[0])
+        logger.info("%s INT8 %s: mAP %.2f (FP32 %.2f), cosine mean %.4f, runtime vs Q/DQ cosine min %s; %s",
+                    target.name, "accepted" if accepted else "REJECTED", metrics["mAP"],
+                    self.fp32[0].result.metrics["mAP"], metrics["cosine_mean"],
+                    f"{metrics['runtime_cosine_min']:.4f}" if "runtime_cosine_min" in metrics else "n/a",
+                    "; ".join(f"{k}: {'holds' if v['holds'] else 'NOT proven'}" for k, v in certification.items()))
+        return TargetOutcome(target, primary, files, accepted, metrics, [e.result for e in embedded], payload,
+                             decisions,
+                             fallback, latency, certification, os.path.getsize(files[0]),
+                             {"runtime": target.runtime_note() if judge.measured else "not run here: judged on the "
+                              "graph's Q/DQ semantics (ONNX Runtime, node by node)"})
 
 
-def _ship(run: RunDirectory, candidate: str, accepted: bool) -> str:
-    """Move the INT8 model to its final name: shipped when accepted, marked rejected otherwise."""
-    artifact = run.file(SHIPPED if accepted else REJECTED)
-    for stale in (run.file(SHIPPED), run.file(REJECTED)):
-        if os.path.exists(stale):
-            os.remove(stale)
-    os.replace(candidate, artifact)
-    return artifact
+def _entry(outcome: TargetOutcome, run: _Run) -> Dict[str, object]:
+    """One file's card entry."""
+    t = outcome.target
+    describe = {**t.describe(), "certification": outcome.certification, "judged_in": outcome.info["runtime"],
+                "fallback_fp32_layers": outcome.fallback.get("fp32_layers", [])}
+    metrics = {"int8": summary(outcome.results[0]), "fp32": summary(run.fp32[0].result),
+               **{k: v for k, v in outcome.metrics.items() if k.startswith(("cosine", "runtime_", "top10"))},
+               **({"teacher": run.references["teacher"]} if "teacher" in run.references else {})}
+    entry = target_entry(outcome.files[0], run.plan.input_size, metrics, [d.to_dict() for d in outcome.decisions],
+                         outcome.accepted, outcome.latency, t.convention, describe)
+    # the fixed match threshold a tracker uses (deep-sort's max_cosine_distance) moves with the model: the card gives
+    # this file's, its FP32 source's and the teacher's at the same false-positive rates (first test set)
+    thresholds = {"int8": match_thresholds(outcome.results[0].metrics),
+                  "fp32": match_thresholds(run.fp32[0].result.metrics),
+                  "teacher": match_thresholds(run.references.get("teacher", {}))}
+    entry["match_thresholds"] = {"distance": run.cfg.TEST.METRIC, "pairs": "cross-camera query-gallery pairs",
+                                 **{k: v for k, v in thresholds.items() if v}}
+    return entry
 
 
-def run_quantize(cfg: CfgNode, run: RunDirectory, progress: bool = True) -> Dict[str, object]:
-    """Quantize QUANT.SOURCE to INT8, judge it against its FP32 self, write the artifact and its model card.
-
-    Writes ``student_int8.onnx`` when every TEST.GATES rule passes, ``student_int8.rejected.onnx`` otherwise.
-
-    Raises:
-        GateFailed: a gate failed after fallback (metrics.json, card and rejected artifact are written).
-    """
-    plan = check_quantize_inputs(cfg)
-    eval_cfg = _eval_config(cfg, plan)
-    q = cfg.QUANT
-    workdir, fp32_path = run.file("work"), run.file(FP32_FILE)
-    os.makedirs(workdir, exist_ok=True)
-    images = [load_test_images(eval_cfg, t) for t in load_test_sets(eval_cfg)]
-    model, export_parity = _export_fp32(plan, fp32_path, q.OPSET, images[0])
-    evaluator = ReIDEvaluator.from_config(eval_cfg)
-    fp32 = [evaluate_cached(evaluator, OrtEmbedder(fp32_path), im) for im in images]
-    logger.info("FP32 (ONNX Runtime): %s", summary(fp32[0].result))
-    references = {**plan.references, "fp32": {**_numbers(fp32[0].result.metrics), "cosine_mean": 1.0,
-                                              "cosine_min": 1.0, "top10_overlap": 100.0}}
-    batches = calibration_batches(eval_cfg, q.CALIBRATION.NUM_IMAGES, q.CALIBRATION.BATCH_SIZE, cfg.SEED)
-    prepared = preprocess(fp32_path, os.path.join(workdir, "prepared.onnx"))
-    fixed = {}
-    if "mAP" in plan.references.get("source", {}):
-        # the FP32 export of the model loaded here, scored by the same evaluator on the same data, must reproduce
-        # what the source stage measured: otherwise this is not the model that stage handed over
-        fixed["source_mAP_delta"] = abs(fp32[0].result.metrics["mAP"] - plan.references["source"]["mAP"])
-    judge = _Judge(eval_cfg, evaluator, images[0], fp32[0], references, fixed)
-    method_info = _method_info(cfg, batches)
-    full_int8 = os.path.join(workdir, "int8_full.onnx")
-    if plan.method == "qat":
-        from compressreid.quant.qat import run_qat  # torch training only when asked for
-
-        qat = run_qat(cfg, eval_cfg, plan.source, model, full_int8, judge, batches, run, progress)
-        references["fake_quant"] = qat.fake_quant_metrics
-        method_info.update(qat.info)
-    else:
-        quantize = ptq_quantizer(prepared, batches, q.CALIBRATION.METHOD, q.PER_CHANNEL, q.CALIBRATION.PERCENTILE,
-                                 q.ACTIVATION_TYPE, q.CALIBRATION.HISTOGRAM_BINS)  # calibrates once
-        quantize(full_int8)
-    candidate, fallback_info = full_int8, {"used": False}
-    first, passed = judge(full_int8)
-    if not passed and q.FALLBACK.ENABLED and plan.method == "ptq" and not judge.fails_on_fixed(first):
-        fallback_path, fallback_info = _fallback(cfg, prepared, quantize, judge, fp32[0].result.metrics["mAP"],
-                                                 workdir, first, progress)
-        candidate = fallback_path or full_int8
-    int8 = [evaluate_cached(evaluator, OrtEmbedder(candidate), im) for im in images]
-    method_info["runtime_parity"] = runtime_parity(candidate, images[0].q_images[:64])
-    payload = metrics_payload([e.result for e in int8], SHIPPED)
-    payload.update(quantization_parity(fp32[0], int8[0], cfg.TEST.METRIC))
-    payload["fp32"] = metrics_payload([e.result for e in fp32], FP32_FILE)
-    payload.update({name: references[name] for name in ("teacher", "fake_quant") if name in references})
-    if plan.source is not None:
-        payload["source"] = {"run": plan.source.label, **summary_of(_source_metrics(plan.source.folder))}
-    payload.update(fixed)
-    latency = _latency_report(cfg, candidate, fp32_path, full_int8, plan.input_size)
-    payload.update({"export_parity": export_parity, "quantization": method_info, "fallback": fallback_info,
-                    "latency": latency, "size_bytes": {"fp32": os.path.getsize(fp32_path),
-                                                       "int8": os.path.getsize(candidate)}})
-    decisions = check_gates(cfg.TEST.GATES, payload, references)
-    accepted = all(d.passed for d in decisions)
-    artifact = _ship(run, candidate, accepted)
-    payload["artifact"] = os.path.basename(artifact)
-    card_metrics = {"int8": summary(int8[0].result), "fp32": summary(fp32[0].result),
-                    **({"teacher": references["teacher"]} if "teacher" in references else {})}
-    write_model_card(run.file(CARD_FILE), build_model_card(
-        artifact, plan.input_size, card_metrics, [d.to_dict() for d in decisions], accepted, latency, method_info,
-        plan.source.label if plan.source else plan.onnx_source))
-    write_plots(int8[0].result, run.file("plots"), "INT8", cfg.TEST.WORST_QUERIES)
-    shutil.rmtree(workdir, ignore_errors=True)
-    logger.info("INT8 %s: mAP %.2f (FP32 %.2f), cosine mean %.4f, top-10 overlap %.1f%%, %.2fx faster at batch 1",
-                "accepted" if accepted else "REJECTED", payload["mAP"], fp32[0].result.metrics["mAP"],
-                payload["cosine_mean"], payload["top10_overlap"], latency["speedup_batch1"])
-    run.finish(payload, decisions)
-    raise_if_failed(decisions, "quantize")
+def _payload(run: _Run, outcomes: List[TargetOutcome]) -> Dict[str, object]:
+    """metrics.json: the primary target's file at the top level (as before targets existed), every target's under
+    ``targets``."""
+    main = outcomes[0]
+    payload = metrics_payload(main.results, os.path.basename(main.files[0]))
+    payload.update({k: v for k, v in main.metrics.items() if k not in payload})
+    payload["fp32"] = metrics_payload([e.result for e in run.fp32], FP32_FILE)
+    payload.update({name: run.references[name] for name in ("teacher", "fake_quant") if name in run.references})
+    if run.plan.source is not None:
+        payload["source"] = {"run": run.plan.source.label, **summary_of(source_metrics(run.plan.source.folder))}
+    method = {**run.method_info, "format": "QDQ", **main.target.fmt.describe()}
+    if "runtime_cosine_min" in main.metrics:
+        method["runtime_parity"] = {"cosine_min": main.metrics["runtime_cosine_min"],
+                                    "cosine_mean": main.metrics["runtime_cosine_mean"],
+                                    "images": int(main.metrics["runtime_parity_images"])}
+    payload.update({"artifact": os.path.basename(main.files[0]), "export_parity": run.export_parity,
+                    "quantization": method, "fallback": main.fallback,
+                    "latency": {**main.latency, "fp32": run.fp32_latency},
+                    "size_bytes": {"fp32": os.path.getsize(run.fp32_path), "int8": main.size_bytes},
+                    "targets": {o.target.name: {"file": os.path.basename(o.files[0]), "accepted": o.accepted,
+                                                **o.metrics, "certification": o.certification,
+                                                "fallback": o.fallback, "latency": o.latency,
+                                                "size_bytes": o.size_bytes} for o in outcomes}})
     return payload
 
 
-def runtime_parity(path: str, images) -> Dict[str, float]:
-    """How far ONNX Runtime's optimised session (fused integer kernels: what users run) lands from the graph's own
-    Q/DQ semantics (every node run as written). Drift here is the runtime's rounding, not quantization; the gates
-    already judge the optimised session, and this says how much of the INT8 loss is the runtime's."""
-    parity = embedding_parity(OrtEmbedder(path, optimized=False), OrtEmbedder(path), images).to_dict()
-    logger.info("ONNX Runtime optimised session vs the graph's Q/DQ semantics: min cosine %.5f, mean %.5f",
-                parity["cosine_min"], parity["cosine_mean"])
-    return parity
+def run_quantize(cfg: CfgNode, run: RunDirectory, progress: bool = True, plan: Optional[QuantPlan] = None,
+                 verdict: Optional[Verdict] = None) -> Dict[str, object]:
+    """Quantize QUANT.SOURCE to INT8 for every QUANT.TARGETS entry, judge each file in its runtime against the FP32
+    model, write the files and their model card.
+
+    Each target's file is shipped (``student_int8.onnx`` for the first, ``student_int8.<target>.onnx`` for the
+    others) when its gates pass, written with ``.rejected`` in its name otherwise; a target that fails is rejected
+    alone.
+
+    Args:
+        plan, verdict: the checked inputs and the stage's gates when the caller made them before OUTPUT_DIR was
+            touched (the tool and the pipeline do); made here otherwise.
+
+    Raises:
+        GateFailed: a target's gate failed after fallback (metrics.json, card and files are written).
+    """
+    plan = plan or check_quantize_inputs(cfg)
+    state = _Run(cfg, run, progress, plan, verdict or quantize_verdict(cfg, plan))
+    if state.plan.method == "qat":
+        state.train_qat()
+    outcomes = [state.quantize_target(t, i == 0) for i, t in enumerate(state.plan.targets)]
+    payload = _payload(state, outcomes)
+    entries = [_entry(o, state) for o in outcomes]
+    main = outcomes[0]
+    write_model_card(run.file(CARD_FILE), build_model_card(
+        main.files[0], state.plan.input_size, entries[0]["metrics"], entries[0]["gates"], main.accepted,
+        main.latency, payload["quantization"], state.plan.source.label if state.plan.source else state.plan.onnx_source,
+        main.target.convention, entries[0]["target"], entries[1:]))
+    write_plots(main.results[0], run.file("plots"), "INT8", cfg.TEST.WORST_QUERIES)
+    shutil.rmtree(state.workdir, ignore_errors=True)
+    state.verdict(run, payload, [state.judge(o.target).judged(o.payload) for o in outcomes])
+    return payload
 
 
 def summary_of(metrics: Dict[str, object]) -> Dict[str, float]:

@@ -10,6 +10,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
+from compressreid.data.datasets import build_dataset
 from compressreid.data.synthetic import (
     VIEWS,
     SyntheticParams,
@@ -200,8 +201,7 @@ def test_contact_sheet_writes_a_png(tmp_path):
 
 
 def test_market1501_loader_reads_the_tree_unchanged(tiny_root):
-    datasets = pytest.importorskip("compressreid.data.datasets")
-    splits = datasets.build_dataset("Market1501", tiny_root).load()
+    splits = build_dataset("Market1501", tiny_root).load()
     parsed = parse_tree(tiny_root)
     assert len(splits.train) == len(parsed["bounding_box_train"])
     assert len(splits.query) == len(parsed["query"])

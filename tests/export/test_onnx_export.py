@@ -198,6 +198,40 @@ def test_check_export_parity_raises_on_a_perturbed_candidate(exported):
         check_export_parity(model, _Perturbed(model, 1.0), images, max_rel=10.0)  # only the cosine bound trips
 
 
+class _NaNAt(nn.Module):
+    """The model's embeddings with one value NaN (e.g. a graph that divides by zero on some input)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        out = self.model(images).clone()
+        out[0, 0] = float("nan")
+        return out
+
+
+@pytest.mark.parametrize("nan_side", ["candidate", "reference"])
+def test_check_export_parity_fails_on_nan_saying_so(exported, nan_side):
+    # "max_rel > bound or cosine < bound" is False for NaN, so a NaN embedding used to pass as perfect parity
+    model, _ = exported("resnet18_ibn")
+    images = example_images((H, W), 4, seed=3)
+    reference, candidate = (model, _NaNAt(model)) if nan_side == "candidate" else (_NaNAt(model), model)
+    with pytest.raises(ExportError, match="NaN"):
+        check_export_parity(reference, candidate, images)
+
+
+def test_exported_file_gets_the_umask_mode(exported):
+    previous = os.umask(0o022)
+    try:
+        model, path = exported("resnet18_ibn")
+        export_onnx(model, path, (H, W))
+    finally:
+        os.umask(previous)
+    assert os.stat(path).st_mode & 0o777 == 0o644  # readable by the users it ships to, not mkstemp's 0600
+    assert not [name for name in os.listdir(os.path.dirname(path)) if name.startswith(".export-")]
+
+
 def test_embedding_parity_refuses_different_shapes(exported):
     model, _ = exported("resnet18_ibn")
 

@@ -16,7 +16,11 @@ import pytest
 import torch
 from torch import nn
 
-pytest.importorskip("fastreid")
+try:
+    import fastreid  # noqa: F401 - the reference implementation these tests compare against
+except ImportError as exc:  # a failure, not a skip: the README's parity claim rests on these tests
+    raise ImportError("fast-reid is not installed, so the parity tests cannot run: `make test` installs it "
+                      "(pip install --no-deps fastreid==1.4.0)") from exc
 from fastreid.config import get_cfg as fastreid_get_cfg  # noqa: E402
 from fastreid.modeling import build_model as fastreid_build_model  # noqa: E402
 from fastreid.solver import build_lr_scheduler, build_optimizer  # noqa: E402
@@ -26,7 +30,9 @@ from compressreid.checkpoint import load_checkpoint  # noqa: E402
 from compressreid.config import get_cfg  # noqa: E402
 from compressreid.modeling import META_ARCHITECTURES, build_model  # noqa: E402
 
-TOLERANCE = 1e-4
+# The README states a max abs difference of 0.0: the same operations in the same order on the same weights, so
+# anything above zero is a difference in the computation, not float rounding.
+TOLERANCE = 0.0
 NUM_CLASSES = 7
 
 # fast-reid v1.x configs/Base-bagtricks.yml, Base-SBS.yml and Base-MGN.yml as published, except PRETRAIN

@@ -15,9 +15,9 @@ from compressreid.cli import run_tool
 from compressreid.config import load_config
 from compressreid.engine.io import atomic_write_json
 from compressreid.engine.run_dir import RunDirectory
-from compressreid.errors import DataError
+from compressreid.engine.run_lock import FolderLock
+from compressreid.errors import ConfigError, DataError
 from compressreid.pipeline import runner
-from compressreid.pipeline.gate import check_gates, raise_if_failed
 from compressreid.pipeline.runner import plan_pipeline, run_pipeline
 from compressreid.pipeline.stages import FINAL_MODEL, STAGES, Stage, StageOutput, register_stage
 
@@ -37,15 +37,15 @@ def _fake_run(cfg, stage_dir, inputs):
     with open(run.file(FINAL_MODEL), "wb") as handle:
         handle.write(base + f"|{cfg.SEED}".encode())
     score = 50.0 + cfg.SEED
-    metrics = {"model": "fake", "dataset": "Synthetic", "mAP": score, "rank1": score + 10, "mINP": score - 10}
+    metrics = {"model": "fake", "dataset": "Synthetic", "mAP": score, "rank1": score + 10, "mINP": score - 10,
+               "collapse_mean_cosine": 0.02, "distinct_nn_share": 0.85}
     atomic_write_json(run.file("plots", "Synthetic_curves.json"), {
         "label": "fake", "dataset": "Synthetic",
         "roc": {"fpr": [1e-4, 1e-2, 1.0], "tpr": [0.1, score / 100, 1.0], "auc": 0.9, "num_pos": 3, "num_neg": 9},
         "distances": {"edges": [0.0, 0.5, 1.0], "pos": [1.5, 0.5], "neg": [0.5, 1.5], "num_pos": 3, "num_neg": 9}})
     Image.new("RGB", (40, 20), (int(score), 0, 0)).save(run.file("plots", "Synthetic_worst_queries.png"))
-    decisions = check_gates(cfg.TEST.GATES, metrics)
-    run.finish(metrics, decisions)
-    raise_if_failed(decisions, "fake")
+    if cfg.SEED != 98:  # SEED 98: a stage that forgets to hand its results to its verdict
+        inputs.verdict(run, metrics)
     return StageOutput(run.path, metrics)
 
 
@@ -179,9 +179,17 @@ def test_an_error_in_a_stage_is_recorded_and_stops_the_chain(work, monkeypatch, 
     (("fake1", "fake2"), ["fake1.yml", "missing.yml"], "stage 'fake2': config file not found"),
     (("fake1", "fake1"), ["fake1.yml", "fake2.yml"], "fake1 appear twice"),
     (("fake1", "fake2"), ["fake1.yml", "bad_gate.yml"], "gate rule 'mAP > 50' is not"),
+    (("fake1", "fake2"), ["fake1.yml", "typo.yml"], "stage 'fake2': gate rule 'mAp >= 50' names metric 'mAp'"),
+    (("fake1", "fake2"), ["fake1.yml", "no_ref.yml"], "names reference 'teacher'; available: previous"),
+    (("fake1", "fake2"), ["previous.yml", "fake2.yml"], "names reference 'previous'; available: (none)"),
+    (("fake1", "fake2"), ["fake1.yml", "ungated.yml"], "stage 'fake2' (" ),
 ])
 def test_bad_input_exits_2_before_any_folder_is_written(work, monkeypatch, capsys, names, configs, words):
     write_stage_config(work / "bad_gate.yml", gates=("mAP > 50",))
+    write_stage_config(work / "typo.yml", gates=("mAp >= 50",))
+    write_stage_config(work / "no_ref.yml", gates=("mAP >= teacher - 1",))
+    write_stage_config(work / "previous.yml", gates=("mAP >= previous - 1",))  # the first stage has none
+    write_stage_config(work / "ungated.yml", gates=())
     configs = [str(work / c) for c in configs] if configs else None
     code = call_tool(monkeypatch, *pipeline_opts(work, names, configs))
     assert code == 2
@@ -214,3 +222,53 @@ def test_report_has_a_row_per_stage_and_embeds_its_figures(work, monkeypatch):
     assert page.count("src='data:image/png;base64,") == 4 and "report_files/" not in page
     assert "<td>fake3</td>" in page and "PASS: mAP &gt;= 50" in page
     assert read_manifest(work)["report"]["html"] == str(out / "report.html")
+
+
+def test_a_failed_rerun_leaves_no_report_of_the_previous_run(work):
+    run_once(work)
+    assert (work / "out" / "report.md").is_file() and (work / "out" / "report.html").is_file()
+    write_stage_config(work / "fake2.yml", seed=99)  # the body raises DataError
+    with pytest.raises(DataError):
+        run_once(work)
+    assert read_manifest(work)["status"] == "failed"
+    assert not (work / "out" / "report.md").exists() and not (work / "out" / "report.html").exists()
+
+
+def test_a_second_pipeline_into_the_same_output_dir_is_refused(work):
+    os.makedirs(work / "out")
+    holder = FolderLock(str(work / "out"), "compress").acquire()  # as a running pipeline holds it
+    try:
+        with pytest.raises(ConfigError, match=r"is in use by another run \(pid \d+, compress, started"):
+            run_once(work)
+        assert CALLS == [] and not (work / "out" / "manifest.json").exists()
+    finally:
+        holder.release()
+
+
+def test_an_ungated_stage_is_refused_before_any_work_unless_allowed(work, monkeypatch, capsys):
+    write_stage_config(work / "fake2.yml", gates=())
+    assert call_tool(monkeypatch, "--skip-latency", *pipeline_opts(work)) == 2
+    assert "has no TEST.GATES" in capsys.readouterr().err and CALLS == []
+    manifest = run_once_allowing_ungated(work)
+    assert [s["status"] for s in manifest["stages"]] == ["accepted", "ungated", "accepted"]
+    headline = (work / "out" / "report.md").read_text().splitlines()[2]
+    assert headline.startswith("Status: accepted with 1 UNGATED stage(s): fake2 had no TEST.GATES")
+
+
+def run_once_allowing_ungated(work):
+    CALLS.clear()
+    run_pipeline(plan_pipeline(load_config("", [*pipeline_opts(work), "PIPELINE.ALLOW_UNGATED", "True"])),
+                 measure=False)
+    return read_manifest(work)
+
+
+def test_previous_is_the_stage_before_and_a_stage_that_skips_its_verdict_fails(work, monkeypatch, capsys):
+    write_stage_config(work / "fake2.yml", seed=1, gates=("mAP >= previous + 0.5",))  # 51 vs the stage before's 50
+    manifest = run_once(work)
+    gate = manifest["stages"][1]["gates"][0]
+    assert gate["reference"] == "previous" and gate["reference_value"] == 50.0 and gate["passed"]
+    write_stage_config(work / "fake3.yml", seed=98)
+    assert call_tool(monkeypatch, "--skip-latency", *pipeline_opts(work)) == 1
+    manifest = read_manifest(work)
+    assert manifest["stages"][2]["status"] == "failed"
+    assert "returned without handing its results to its verdict" in manifest["stages"][2]["error"]

@@ -31,6 +31,9 @@ class FakeJudge:
         self.quantizer, self.metrics_of_only, self.passes = quantizer, metrics_of_only or {}, passes
         self.paths = []
 
+    def metrics(self, path):
+        return self(path)[0]
+
     def __call__(self, path):
         self.paths.append(path)
         _, exclude, only = self.quantizer.calls[-1]

@@ -18,8 +18,10 @@ from compressreid.errors import ConfigError, ExportError
 from compressreid.export.onnx_export import example_images, export_onnx
 from compressreid.export.ort_model import ort_session
 from compressreid.modeling import build_model
+from compressreid.quant.format import QuantFormat
 from compressreid.quant.ptq import (ACTIVATION_TYPES, CALIBRATION_METHODS, calibrate, preprocess, quantize_ptq,
                                     weighted_layers)
+from compressreid.quant.saturation import accumulation_bounds
 
 from tiny_models import warm_backbone_norms
 
@@ -48,9 +50,9 @@ def batches():
 
 @pytest.fixture(scope="module")
 def minmax(prepared, batches, tmp_path_factory):
-    """The issue's S8S8 configuration: signed INT8 activations and weights."""
+    """S8S8 with 8-bit weights: signed INT8 activations and weights."""
     return quantize_ptq(prepared[1], str(tmp_path_factory.mktemp("minmax") / "int8.onnx"), batches, "minmax",
-                        activation_type="int8")
+                        QuantFormat("int8", weight_bits=8))
 
 
 class Graph:
@@ -111,7 +113,7 @@ def test_quantized_graph_is_qdq_with_signed_int8_activations(minmax):
                                                          ("uint8", onnx.TensorProto.UINT8)])
 def test_activation_type_sets_the_activation_zero_points_and_weights_stay_int8(prepared, batches, tmp_path,
                                                                             activation_type, onnx_type):
-    g = Graph(quantize_ptq(prepared[1], str(tmp_path / "q.onnx"), batches, activation_type=activation_type))
+    g = Graph(quantize_ptq(prepared[1], str(tmp_path / "q.onnx"), batches, fmt=QuantFormat(activation_type)))
     assert {g.init[n.input[2]].data_type for n in g.of_type("QuantizeLinear")} == {onnx_type}
     assert {g.init[g.weight_dq(c).input[0]].data_type for c in g.of_type("Conv")} == {onnx.TensorProto.INT8}
     assert run(g.path).shape == (3, prepared[2].embedding_dim)
@@ -119,8 +121,8 @@ def test_activation_type_sets_the_activation_zero_points_and_weights_stay_int8(p
 
 def test_unknown_activation_type_is_a_config_error(prepared, batches, tmp_path):
     assert set(ACTIVATION_TYPES) == {"int8", "uint8"}
-    with pytest.raises(ConfigError, match="QUANT.ACTIVATION_TYPE 'int4' is unknown"):
-        quantize_ptq(prepared[1], str(tmp_path / "x.onnx"), batches, activation_type="int4")
+    with pytest.raises(ConfigError, match="activation type 'int4' is unknown"):
+        quantize_ptq(prepared[1], str(tmp_path / "x.onnx"), batches, fmt=QuantFormat("int4"))
     assert not list(tmp_path.iterdir())
 
 
@@ -139,7 +141,7 @@ def test_every_conv_weight_is_per_channel_symmetric_int8(minmax, prepared):
 
 
 def test_per_tensor_weights_when_asked(prepared, batches, tmp_path):
-    g = Graph(quantize_ptq(prepared[1], str(tmp_path / "pt.onnx"), batches, "minmax", per_channel=False))
+    g = Graph(quantize_ptq(prepared[1], str(tmp_path / "pt.onnx"), batches, "minmax", QuantFormat(per_channel=False)))
     for conv in g.of_type("Conv"):
         assert numpy_helper.to_array(g.init[g.weight_dq(conv).input[1]]).size == 1
 
@@ -268,3 +270,26 @@ def test_too_few_histogram_bins_are_a_config_error(prepared, batches, tmp_path):
     with pytest.raises(ConfigError, match="QUANT.CALIBRATION.HISTOGRAM_BINS must be at least 1024"):
         calibrate(prepared[1], batches, str(tmp_path / "ranges.json"), "entropy", histogram_bins=512)
     assert not list(tmp_path.iterdir())
+
+
+def _weight_codes(g: Graph):
+    """Per conv: (int8 weight codes, per-channel scale) as stored in the file."""
+    for conv in g.of_type("Conv"):
+        dq = g.weight_dq(conv)
+        yield numpy_helper.to_array(g.init[dq.input[0]]), numpy_helper.to_array(g.init[dq.input[1]])
+
+
+def test_seven_bit_weights_are_ort_reduced_range_and_leave_activations_alone(prepared, batches, tmp_path):
+    """The portable format: ORT's reduce_range puts every weight in [-64, 64] with scale max|w| / 64, so no u8 x s8
+    pair can reach the int16 limit (2 x 255 x 64 = 32640); activation scales are the 8-bit format's."""
+    seven = Graph(quantize_ptq(prepared[1], str(tmp_path / "w7.onnx"), batches, fmt=QuantFormat(weight_bits=7)))
+    eight = Graph(quantize_ptq(prepared[1], str(tmp_path / "w8.onnx"), batches, fmt=QuantFormat(weight_bits=8)))
+    for (codes7, scale7), (codes8, scale8) in zip(_weight_codes(seven), _weight_codes(eight)):
+        assert codes7.min() >= -64 and codes7.max() <= 64 and np.abs(codes7).max() == 64
+        assert np.abs(codes8).max() == 127
+        np.testing.assert_allclose(scale7 * 64, scale8 * 127, rtol=1e-5)  # both max|w| per channel
+    activation_scales = lambda g: sorted(float(numpy_helper.to_array(g.init[n.input[1]]))  # noqa: E731
+                                         for n in g.of_type("QuantizeLinear"))
+    assert activation_scales(seven) == activation_scales(eight)
+    assert accumulation_bounds(seven.path)["u8s8_pair_sum_max"] <= 32640
+    assert accumulation_bounds(eight.path)["u8s8_pair_sum_max"] > 32767

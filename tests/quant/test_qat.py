@@ -9,10 +9,13 @@ from compressreid.export.onnx_export import example_images, export_onnx
 from compressreid.export.ort_model import OrtEmbedder
 from compressreid.modeling import build_model
 from compressreid.quant.fake_quant import ActivationQuantizer, ExportConv2d, QATConv2d, qdq_translations
+from compressreid.quant.format import QuantFormat
+from compressreid.quant.saturation import accumulation_bounds
 from compressreid.quant.qat import (QATScheduleHook, calibrate_observers, conv_bn_pairs, freeze_for_export,
                                     prepare_qat)
 
-onnx = pytest.importorskip("onnx")
+import onnx
+from onnx import numpy_helper
 
 TINY = {
     "resnet_ibn": {"MODEL.BACKBONE.NAME": "build_resnet_backbone", "MODEL.BACKBONE.DEPTH": "18x",
@@ -146,11 +149,12 @@ def test_bn_statistics_update_until_frozen_and_not_after():
     assert torch.equal(conv.bn.running_mean, frozen)
 
 
-@pytest.mark.parametrize("unsigned, dtype", [(True, "UINT8"), (False, "INT8")])
-def test_activation_type_reaches_the_graph(unsigned, dtype, tmp_path):
+@pytest.mark.parametrize("fmt, dtype", [(QuantFormat("uint8"), "UINT8"), (QuantFormat("int8"), "INT8"),
+                                        (QuantFormat("int8", symmetric_activations=True, weight_bits=8), "INT8")])
+def test_activation_type_reaches_the_graph(fmt, dtype, tmp_path):
     model = tiny_model("resnet_ibn")
     images = example_images((64, 32), 4, seed=2)
-    prepare_qat(model, images, unsigned=unsigned)
+    prepare_qat(model, images, fmt)
     calibrate_observers(model, [images])
     fake_quant = model(images)
     path = export_onnx(freeze_for_export(model), str(tmp_path / "qat.onnx"), (64, 32), 18, qdq_translations())
@@ -159,4 +163,31 @@ def test_activation_type_reaches_the_graph(unsigned, dtype, tmp_path):
     folded = {t.data_type for t in graph.initializer}
     wanted = getattr(onnx.TensorProto, dtype)
     assert wanted in casts | folded  # zero points of the requested activation type (cast, or folded to a constant)
-    assert nn.functional.cosine_similarity(OrtEmbedder(path)(images), fake_quant).min() > 0.999
+    # the graph's own Q/DQ semantics (node by node): 8-bit weights would saturate ORT's fused kernels without VNNI
+    semantics = OrtEmbedder(path, optimized=False)(images)
+    assert nn.functional.cosine_similarity(semantics, fake_quant).min() > 0.999
+    if fmt.symmetric_activations:  # TensorRT's requirement: every activation zero point is 0
+        zero_points = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8
+                       and not t.dims]
+        assert zero_points and not any(int(z) for z in zero_points)
+
+
+@pytest.mark.parametrize("bits, qmax", [(7, 64), (8, 127)])
+def test_qat_trains_and_exports_the_weight_range_of_its_format(bits, qmax, tmp_path):
+    """QAT trains with exactly the constraint it exports: 7-bit weights in [-64, 64], so fake-quant and the shipped
+    file stay equal on CPUs without VNNI too."""
+    model = tiny_model("resnet_ibn")
+    images = example_images((64, 32), 4, seed=4)
+    prepare_qat(model, images, QuantFormat(weight_bits=bits))
+    calibrate_observers(model, [images])
+    fake_quant = model(images)
+    frozen = freeze_for_export(model)
+    assert torch.equal(frozen(images), fake_quant)
+    codes = [m.weight_int8 for m in frozen.modules() if isinstance(m, ExportConv2d)]
+    assert max(int(c.abs().max()) for c in codes) == qmax
+    path = export_onnx(frozen, str(tmp_path / "qat.onnx"), (64, 32), 18, qdq_translations())
+    bound = accumulation_bounds(path)["u8s8_pair_sum_max"]
+    assert (bound <= 32767) == (bits == 7)
+    if bits == 7:  # exact accumulation on every CPU kind: ORT's fused kernels reproduce the fake-quant model
+        cosine = nn.functional.cosine_similarity(OrtEmbedder(path)(images), fake_quant).min()
+        assert cosine > 0.999

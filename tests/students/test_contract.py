@@ -9,20 +9,19 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
+import torch_pruning as tp
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from compressreid.config import get_cfg
 from compressreid.export.onnx_export import export_onnx as compressreid_export_onnx
 from compressreid.modeling import BACKBONES, build_model
 
 from tiny_models import warm_backbone_norms
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-tp = pytest.importorskip("torch_pruning")
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static  # noqa: E402
-from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: E402
 
 H, W = 64, 32
 

@@ -119,7 +119,14 @@ def test_accepted_run_ships_the_int8_model_and_its_card(accepted):
     calibration = card["quantization"]["calibration"]
     assert calibration == {"split": "train", "images": 8, "method": "minmax", "seed": 0}
     assert card["quantization"]["format"] == "QDQ"
-    assert set(card["metrics"]) >= {"int8", "fp32"} and [g["passed"] for g in card["gates"]] == [True] * 3
+    assert set(card["metrics"]) >= {"int8", "fp32"} and all(g["passed"] for g in card["gates"])
+    # the stage's three rules, then the portable target's own: the accumulation bound of every CPU kind it claims
+    # and its runtime's agreement with the file's Q/DQ semantics
+    assert [g["rule"] for g in card["gates"]][:3] == list(eval(LENIENT))
+    assert {"u8s8_pair_sum_max <= 32767", "s8s8_pair_sum_max <= 32767"} <= {g["rule"] for g in card["gates"]}
+    assert card["target"]["target"] == "ort_portable" and card["target"]["format"]["weight_bits"] == 7
+    assert all(kind["holds"] for kind in card["target"]["certification"].values())
+    assert card["build_machine"]["kind"] and set(card["build_machine"]["flags"]) >= {"avx2", "avx512_vnni"}
     assert card["size_bytes"] == (out / "student_int8.onnx").stat().st_size
 
 
@@ -187,7 +194,9 @@ def test_gates_may_name_any_reported_metric(work, tmp_path, monkeypatch):
     code = run_in_process(monkeypatch, work, out, "TEST.GATES", '("rank10 >= 0", "black_mAP >= fp32 - 100")',
                           "QUANT.FALLBACK.ENABLED", "False")
     assert code == 0
-    assert [g["passed"] for g in read(out / "metrics.json")["gates"]] == [True, True]
+    gates = read(out / "metrics.json")["gates"]
+    assert [g["rule"] for g in gates][:2] == ["rank10 >= 0", "black_mAP >= fp32 - 100"]
+    assert all(g["passed"] for g in gates)
 
 
 def write_graph(path, height, width, op=("GlobalAveragePool", "")) -> str:
@@ -297,7 +306,58 @@ def test_qat_run_ships_a_model_that_reproduces_its_fake_quant_self(work):
     assert metrics["quantization"]["method"] == "qat" and qat["iters"] == 6
     assert qat["ort_parity"]["cosine_min"] > 0.99  # ORT's integer kernels vs the PyTorch integer model
     assert abs(metrics["mAP"] - metrics["fake_quant"]["mAP"]) <= 5
-    assert [g["reference"] for g in metrics["gates"]][-1] == "fake_quant"
+    assert [g["passed"] for g in metrics["gates"] if g["reference"] == "fake_quant"] == [True]
     log = [json.loads(line) for line in (out / "qat" / "train_log.jsonl").read_text().splitlines()]
     assert log and log[-1]["iteration"] == 6
     assert (out / "student_int8.onnx").is_file() and not (out / "student_int8.rejected.onnx").exists()
+
+
+@pytest.fixture(scope="module")
+def multi(work):
+    """One run, three targets: the portable default, the VNNI-tuned file and OpenVINO."""
+    out = work / "multi"
+    return out, run_subprocess(work, out, "TEST.GATES", LENIENT, "QUANT.TARGETS",
+                               '("ort_portable", "ort_vnni", "openvino")')
+
+
+def test_every_target_writes_its_own_file_judged_in_its_own_runtime(multi):
+    out, result = multi
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = read(out / "metrics.json")
+    files = {"ort_portable": "student_int8.onnx", "ort_vnni": "student_int8.ort_vnni.onnx",
+             "openvino": "student_int8.openvino.onnx"}
+    assert {name: t["file"] for name, t in metrics["targets"].items()} == files
+    for name, file in files.items():
+        target = metrics["targets"][name]
+        assert (out / file).is_file() and target["accepted"] is True
+        assert 0.98 <= target["runtime_cosine_min"] <= target["runtime_cosine_mean"] <= 1.0 + 1e-6
+        assert {f"batch{n}" for n in (1, 8, 32)} <= set(target["latency"]["int8"])
+        entry = check_model_card(str(out / "model_card.json"), str(out / file))  # each file has its card entry
+        assert entry["model"] == file and entry["target"]["target"] == name
+    scopes = {g["scope"] for g in metrics["gates"]}
+    assert scopes == set(files)  # every target judged by the stage's gates and its own rules
+    vnni = metrics["targets"]["ort_vnni"]["certification"]
+    assert not vnni["x86-64 AVX2 (no VNNI)"]["holds"] and not vnni["x86-64 AVX2 (no VNNI)"]["claimed"]
+    assert vnni["x86-64 VNNI (AVX-512 VNNI, AVX-VNNI, AMX)"]["holds"]
+    assert metrics["targets"]["ort_vnni"]["u8s8_pair_sum_max"] > 32767  # 8-bit weights: needs VNNI
+    for name in ("ort_portable", "openvino"):
+        certification = metrics["targets"][name]["certification"]
+        assert all(kind["holds"] for kind in certification.values())
+        assert sum("measured here" in kind["how"] for kind in certification.values()) == 1
+    card = read(out / "model_card.json")
+    assert "OpenVINO" in next(t for t in card["targets"] if t["model"] == files["openvino"])["target"]["judged_in"]
+
+
+def test_a_portable_target_with_8bit_weights_is_rejected_by_the_bound(work, tmp_path, monkeypatch):
+    """The planted fault end to end: a portable target whose own check was bypassed ships 8-bit weights; the bound,
+    read from the file, rejects it on any CPU (exit 3), and nothing is shipped under the primary name."""
+    from compressreid.quant.targets.ort import OrtPortable
+
+    monkeypatch.setattr(OrtPortable, "check", lambda self: None)
+    out = tmp_path / "out"
+    code = run_in_process(monkeypatch, work, out, "TEST.GATES", LENIENT, "QUANT.WEIGHT_BITS", "8",
+                          "QUANT.FALLBACK.ENABLED", "False")
+    assert code == 3
+    failed = [g["rule"] for g in read(out / "metrics.json")["gates"] if not g["passed"]]
+    assert "u8s8_pair_sum_max <= 32767" in failed
+    assert (out / "student_int8.rejected.onnx").is_file() and not (out / "student_int8.onnx").exists()

@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 from typing import Dict, Iterable, List, Tuple
 
@@ -20,6 +21,7 @@ from compressreid.data.synthetic.params import GENERATOR_VERSION, SyntheticParam
 from compressreid.data.synthetic.plan import SPLIT_FOLDERS, IdentityPlan, ImageJob, build_plan, image_rng
 from compressreid.data.synthetic.render import render_pedestrian
 from compressreid.data.synthetic.traits import Traits, summarize_traits
+from compressreid.engine.io import current_umask
 from compressreid.errors import ConfigError, DataError
 
 DATASET_DIR = "market1501"
@@ -42,6 +44,12 @@ def _tasks(plans: List[IdentityPlan], cameras: List[Camera], params: SyntheticPa
     return [(job, plan.traits, cameras[job.camera - 1], params, root) for plan in plans for job in plan.jobs]
 
 
+def _default_sigterm() -> None:
+    # forked workers inherit the tools' SIGTERM handler (compressreid.cli), which raises Interrupted; the pool ends
+    # its workers with SIGTERM, so without this each printed a traceback in a successful run's output
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _run_tasks(tasks: List[Task], workers: int, progress: bool) -> None:
     with tqdm(total=len(tasks), desc="synthetic ReID benchmark", unit="img", disable=not progress) as bar:
         if workers <= 1:
@@ -50,7 +58,7 @@ def _run_tasks(tasks: List[Task], workers: int, progress: bool) -> None:
                 bar.update()
             return
         # Each image owns its generator, so completion order cannot change any byte of the output.
-        with multiprocessing.get_context().Pool(workers) as pool:
+        with multiprocessing.get_context().Pool(workers, initializer=_default_sigterm) as pool:
             for _ in pool.imap_unordered(_render_task, tasks, chunksize=16):
                 bar.update()
 
@@ -151,6 +159,8 @@ def render_synthetic_benchmark(out_root: str, params: SyntheticParams, progress:
         _write_metadata(staging, _metadata(params, cameras, plans))
         with open(os.path.join(staging, MARKER_FILE), "w", encoding="utf-8") as handle:
             handle.write(f"generator_version {GENERATOR_VERSION}\n")
+        # mkdtemp made the folder 0700 (private while partial); published, it is a dataset like any other
+        os.chmod(staging, 0o777 & ~current_umask())
         _publish(staging, dataset_dir, params)
     finally:
         # Also reached on KeyboardInterrupt; after a successful rename there is nothing left to remove.

@@ -1,0 +1,213 @@
+"""Shared helpers of the runtime benchmarks (runtime_speed.py, peer_nncf.py): models with random weights and warmed
+BN statistics, our INT8 and NNCF's INT8 of one FP32 ONNX file, a runner per runtime, and interleaved timing."""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import tempfile
+import time
+from typing import Callable, Dict, Hashable, List, Sequence, Tuple
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from compressreid.config import load_config
+from compressreid.export.onnx_export import example_images
+from compressreid.modeling import build_model
+from compressreid.quant.format import QuantFormat
+from compressreid.quant.ptq import WEIGHTED_OPS, preprocess, quantize_ptq
+
+# openvino: as our openvino target runs a file (compile_openvino: one model, dynamic batch);
+# openvino-static: the same file compiled once per batch size with static shapes (StaticBatchOpenVino).
+RUNTIMES = ("onnxruntime", "openvino", "openvino-static")
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+# ---- models ------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def warm_bn_statistics(model: nn.Module, size: Sequence[int], images: int = 64, batch: int = 16) -> nn.Module:
+    """Replace every BatchNorm's running statistics by their average over random images, then eval mode.
+
+    Why: with random weights and default statistics (mean 0, variance 1) activations grow block by block, so
+    calibration ranges, zero points and which tensors are signed look nothing like a trained model's.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the warm-up batches
+    model.train()
+    for seed in range(max(1, images // batch)):
+        model(example_images(size, batch, seed=1000 + seed))
+    return model.eval()
+
+
+def build_random_model(config: str, size: Sequence[int], opts: Sequence[str] = (), warm: bool = True) -> nn.Module:
+    """The config's model at ``size`` with random weights (seeded), BN statistics warmed unless ``warm`` is False."""
+    torch.manual_seed(0)
+    cfg = load_config(config, ["INPUT.SIZE_TEST", repr(list(size)), *opts])
+    model = build_model(cfg).eval()
+    return warm_bn_statistics(model, size) if warm else model
+
+
+# ---- INT8 files --------------------------------------------------------------------------------------------------
+def quantize_ours(fp32_path: str, out_path: str, batches: Sequence[torch.Tensor], fmt: QuantFormat,
+                  method: str = "minmax") -> str:
+    """Our PTQ as tools/quantize.py runs it for one target format (pre-processing + quantize_ptq, no fallback)."""
+    with tempfile.TemporaryDirectory(prefix="bench-ptq-") as tmp:
+        prepared = preprocess(fp32_path, os.path.join(tmp, "prepared.onnx"))
+        return quantize_ptq(prepared, out_path, list(batches), method, fmt)
+
+
+def single_images(batches: Sequence[torch.Tensor]) -> List[np.ndarray]:
+    """Calibration batches as one-image float32 arrays (NNCF's advice: batch 1 for statistics)."""
+    return [image[None].numpy().astype(np.float32) for batch in batches for image in batch]
+
+
+def nncf_dataset(model: onnx.ModelProto, images: Sequence[np.ndarray]):
+    import nncf
+
+    name = model.graph.input[0].name
+    return nncf.Dataset(list(images), lambda item: {name: item})
+
+
+def quantize_nncf(fp32_path: str, out_path: str, images: Sequence[np.ndarray], **kwargs) -> str:
+    """``nncf.quantize`` of an FP32 ONNX file with its defaults (INT8, PERFORMANCE preset, OverflowFix.FIRST_LAYER,
+    fast bias correction) on ``images``; ``kwargs`` go to nncf.quantize."""
+    import nncf
+
+    model = onnx.load(fp32_path)
+    quantized = nncf.quantize(model, nncf_dataset(model, images), subset_size=len(images), **kwargs)
+    onnx.save(quantized, out_path)
+    return out_path
+
+
+def nncf_available() -> bool:
+    try:
+        import nncf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def fp32_layers(path: str) -> List[str]:
+    """Convolutions and matrix products whose weights are float (not read through a DequantizeLinear)."""
+    graph = onnx.load(path, load_external_data=False).graph
+    dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    return [node.name for node in graph.node
+            if node.op_type in WEIGHTED_OPS and len(node.input) > 1 and node.input[1] not in dequantized]
+
+
+# ---- runners -------------------------------------------------------------------------------------------------------
+class StaticBatchOpenVino(nn.Module):
+    """An ONNX embedding model in OpenVINO's CPU plugin compiled once per batch size it is fed, with static shapes.
+
+    Prototype of a change to compressreid.export.openvino_model.OpenVinoEmbedder, which compiles one model with a
+    dynamic batch: with dynamic shapes the CPU plugin does not fuse the element-wise chains around Q/DQ
+    (dequantize, requantize, convert) into JIT "Subgraph" kernels, so each runs as its own node. Same config as
+    compile_openvino (latency hint, one stream, f32 inference precision, ``threads``).
+    """
+
+    def __init__(self, path: str, threads: int = 0):
+        super().__init__()
+        self.path, self.threads, self.requests = path, threads, {}
+
+    def _request(self, batch: int):
+        if batch not in self.requests:
+            import openvino as ov
+
+            core = ov.Core()
+            model = core.read_model(self.path)
+            shape = model.input(0).get_partial_shape()
+            shape[0] = ov.Dimension(batch)
+            model.reshape({model.input(0).get_any_name(): shape})
+            config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1,
+                      **({"INFERENCE_NUM_THREADS": self.threads} if self.threads else {})}
+            self.requests[batch] = core.compile_model(model, "CPU", config).create_infer_request()
+        return self.requests[batch]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        request = self._request(x.shape[0])
+        request.infer({0: x})
+        return request.get_output_tensor(0).data
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(images.detach().to("cpu", torch.float32).numpy())
+        return torch.from_numpy(np.array(self.run(array), copy=True))
+
+
+def make_runner(path: str, runtime: str, threads: int) -> Runner:
+    """``images -> embeddings`` for ``path`` in one of RUNTIMES (ORT and dynamic-batch OpenVINO as our targets
+    build them)."""
+    if runtime == "onnxruntime":
+        from compressreid.export.ort_model import ort_session
+
+        session = ort_session(path, threads)
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+    if runtime == "openvino":
+        from compressreid.export.openvino_model import compile_openvino
+
+        request = compile_openvino(path, threads).create_infer_request()
+
+        def run(x: np.ndarray) -> np.ndarray:
+            request.infer({0: x})
+            return request.get_output_tensor(0).data
+        return run
+    if runtime == "openvino-static":
+        return StaticBatchOpenVino(path, threads).run
+    raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
+
+
+# ---- interleaved timing ------------------------------------------------------------------------------------------
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def interleaved(cells: Dict[Hashable, Tuple[Runner, np.ndarray, int]], rounds: int, warmup: int = 2,
+                gap_s: float = 0.05) -> Dict[Hashable, Dict[str, List[List[float]]]]:
+    """Time every cell (runner, input, calls per round) round-robin: each round runs every cell's calls, starting at
+    a different cell each round, so machine drift and neighbours' load fall on all cells alike.
+
+    ``gap_s``: an untimed pause between cells, so one runtime's spinning worker threads are idle before the next
+    runtime's call. Returns per cell ``wall`` and ``cpu`` milliseconds per call (process CPU time, all threads),
+    one list per round.
+    """
+    names = list(cells)
+    for name in names:
+        run, x, _ = cells[name]
+        for _ in range(warmup):
+            run(x)
+    out = {name: {"wall": [], "cpu": []} for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            run, x, calls = cells[name]
+            time.sleep(gap_s)
+            wall, cpu = [], []
+            for _ in range(calls):
+                c0, t0 = _cpu_seconds(), time.perf_counter()
+                run(x)
+                wall.append((time.perf_counter() - t0) * 1e3)
+                cpu.append((_cpu_seconds() - c0) * 1e3)
+            out[name]["wall"].append(wall)
+            out[name]["cpu"].append(cpu)
+    return out
+
+
+def summarize(samples: Dict[str, List[List[float]]], batch: int) -> Dict[str, float]:
+    """Median / min / mean wall ms per call over every call of every round, median CPU ms, images per second."""
+    wall = [v for row in samples["wall"] for v in row]
+    cpu = [v for row in samples["cpu"] for v in row]
+    p50 = statistics.median(wall)
+    return {"batch": batch, "ms_p50": round(p50, 3), "ms_min": round(min(wall), 3),
+            "ms_mean": round(statistics.fmean(wall), 3), "cpu_ms_p50": round(statistics.median(cpu), 3),
+            "images_per_second": round(batch * 1e3 / p50, 1), "calls": len(wall)}
+
+
+def paired_ratio(a: Dict[str, List[List[float]]], b: Dict[str, List[List[float]]], key: str = "wall") -> float:
+    """Median over rounds of (round median of a) / (round median of b): > 1 means a is slower."""
+    return statistics.median(statistics.median(x) / statistics.median(y) for x, y in zip(a[key], b[key]))

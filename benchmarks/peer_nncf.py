@@ -1,0 +1,252 @@
+"""Our PTQ against NNCF's on one trained model: same FP32 ONNX file, same calibration images, same evaluator.
+
+    python benchmarks/peer_nncf.py output/ev/r18q_s0
+    python benchmarks/peer_nncf.py output/synthetic/demo/prune --ours output/synthetic/demo/quantize
+    python benchmarks/peer_nncf.py output/synthetic/demo/teacher --ov-tuned no_concat_op float_split+no_concat_op \
+        --rounds 15 --json peer.json
+
+Files compared: the FP32 export; ours (a tools/quantize.py run folder's shipped file via --ours, whose
+student_fp32.onnx is then NNCF's input too, else quantized here exactly as the ort_portable target does, without
+fallback); ``nncf.quantize`` with its defaults, and with bias correction disabled; ``nncf.quantize_with_accuracy_
+control`` (max drop --max-drop mAP points, absolute) whose validation function scores mAP on our query/gallery;
+optionally our OpenVINO-tuned prototypes (_ov_tuned.py). Calibration: our calibration_batches (training split,
+QUANT.CALIBRATION, seed), one image per NNCF item. Each file runs in ONNX Runtime, OpenVINO as our openvino target
+runs it (dynamic batch) and OpenVINO compiled per batch with static shapes: mAP, drop, embedding cosine mean/min and
+top-10 overlap against the FP32 file in ONNX Runtime (as tools/quantize.py judges), FP32 layers left, size, and
+interleaved latency b1/b32 (wall and process CPU ms per call, and the paired CPU-time ratio to ours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import tempfile
+from typing import Dict, List, Sequence
+
+import numpy as np
+import onnx
+import torch
+
+from compressreid.config import load_config
+from compressreid.data.build import load_test_sets
+from compressreid.engine.source_run import load_source_model
+from compressreid.evaluation.distance import compute_distance
+from compressreid.evaluation.evaluator import ReIDEvaluator, encode_identities
+from compressreid.evaluation.rank import evaluate_rank_detailed
+from compressreid.export.conventions import ConventionAdapter
+from compressreid.export.cpu import this_machine
+from compressreid.export.onnx_export import example_images, export_onnx
+from compressreid.export.openvino_model import OpenVinoEmbedder
+from compressreid.export.ort_model import OrtEmbedder
+from compressreid.quant.calibration import calibration_batches
+from compressreid.quant.compare import embed_images, evaluate_cached, load_test_images, quantization_parity
+from compressreid.quant.judge import in_convention
+from compressreid.quant.plan import check_quantize_inputs
+
+import _bench
+import _ov_tuned
+
+EMBEDDERS = {"onnxruntime": OrtEmbedder, "openvino": OpenVinoEmbedder,
+             "openvino-static": _bench.StaticBatchOpenVino}
+
+
+class RetrievalValidation:
+    """NNCF's ``validation_fn``: validation items are query indices; returns (mAP in %, AP of each given query).
+
+    Per-query APs put NNCF in its metric mode, so it ranks quantizer groups by the mAP of the queries it selects
+    (those whose AP dropped most) instead of calling this once per item. The whole gallery is embedded once per
+    distinct model (cached by the model's bytes) in ONNX Runtime, as our ort_portable target judges. Dense cosine
+    or euclidean ranking (TEST.METRIC), no AQE or re-ranking: the evaluator's mAP whenever those are off.
+    """
+
+    def __init__(self, images, metric: str, flip: bool, threads: int, folder: str):
+        self.images, self.metric, self.flip, self.threads, self.folder = images, metric, flip, threads, folder
+        q_pids, g_pids = [r.pid for r in images.q_records], [r.pid for r in images.g_records]
+        self.q_ids, self.g_ids = encode_identities(q_pids, g_pids)
+        self.q_cams = np.array([r.camid for r in images.q_records])
+        self.g_cams = np.array([r.camid for r in images.g_records])
+        self.cache: Dict[str, np.ndarray] = {}
+        self.calls = self.models = 0
+
+    def per_query_ap(self, model: onnx.ModelProto) -> np.ndarray:
+        data = model.SerializeToString()
+        key = hashlib.sha1(data).hexdigest()
+        if key not in self.cache:
+            path = os.path.join(self.folder, "validated.onnx")
+            with open(path, "wb") as handle:
+                handle.write(data)
+            embedder = OrtEmbedder(path, self.threads)
+            self.models += 1
+            q = embed_images(embedder, self.images.q_images, flip=self.flip)
+            g = embed_images(embedder, self.images.g_images, flip=self.flip)
+            ranks = evaluate_rank_detailed(np.asarray(compute_distance(q, g, self.metric)), self.q_ids, self.g_ids,
+                                           self.q_cams, self.g_cams)
+            ap = np.full(len(self.q_ids), np.nan)
+            ap[ranks.valid_query_mask] = ranks.all_AP * 100.0
+            self.cache = {key: ap}  # NNCF validates one model at a time
+        return self.cache[key]
+
+    def __call__(self, model: onnx.ModelProto, items) -> tuple:
+        self.calls += 1
+        ap = self.per_query_ap(model)[np.asarray(list(items), dtype=int)]
+        return float(np.nanmean(ap)) if np.isfinite(ap).any() else 0.0, np.nan_to_num(ap).tolist()
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", help="the trained run folder (config.yaml + model_final.pth), as QUANT.SOURCE")
+    parser.add_argument("--config-file", default="configs/synthetic/quant_r18.yml", help="the quantize config")
+    parser.add_argument("--ours", default="",
+                        help="a tools/quantize.py run folder or INT8 file (default: quantize here)")
+    parser.add_argument("--max-drop", type=float, default=0.5, help="accuracy control: max mAP drop in points")
+    parser.add_argument("--no-accuracy-control", action="store_true")
+    parser.add_argument("--ov-tuned", nargs="+", default=[], metavar="VARIANT",
+                        help="also our OpenVINO-tuned prototype, one file per '+'-joined variant of "
+                             f"{', '.join(_ov_tuned.VARIANTS)}")
+    parser.add_argument("--no-nncf-variant", action="store_true",
+                        help="skip NNCF with bias correction disabled (its default fast bias correction shifts the "
+                             "embedding: see the cosine column)")
+    parser.add_argument("--runtimes", nargs="+", default=list(_bench.RUNTIMES), choices=_bench.RUNTIMES)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--calls", type=int, nargs="+", default=[20, 3], help="timed calls per cell per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--keep", default="", help="keep the ONNX files in this folder")
+    parser.add_argument("--json", default="")
+    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides")
+    return parser.parse_args()
+
+
+def shipped(ours: str) -> tuple:
+    """(INT8 file, FP32 file or '') of --ours: a run folder's student_int8.onnx and student_fp32.onnx, or a file."""
+    if os.path.isdir(ours):
+        fp32 = os.path.join(ours, "student_fp32.onnx")
+        return os.path.join(ours, "student_int8.onnx"), fp32 if os.path.isfile(fp32) else ""
+    return ours, ""
+
+
+def make_files(args, cfg, plan, target, batches, images, folder: str) -> Dict[str, str]:
+    """Every file to compare, by row name."""
+    ours, fp32 = shipped(args.ours) if args.ours else ("", "")
+    if not fp32:
+        model = load_source_model(plan.source).eval()
+        if target.convention.name != plan.source_convention:
+            model = ConventionAdapter(model, target.convention)
+        fp32 = export_onnx(model, os.path.join(folder, "fp32.onnx"), plan.input_size, cfg.QUANT.OPSET)
+    files = {"FP32": fp32,
+             "ours": ours or _bench.quantize_ours(fp32, os.path.join(folder, "ours.onnx"), batches, target.fmt,
+                                                  cfg.QUANT.CALIBRATION.METHOD)}
+    for i, text in enumerate(args.ov_tuned):
+        files[f"ours {text}"] = _ov_tuned.quantize_ov_tuned(fp32, os.path.join(folder, f"ours_ov{i}.onnx"), batches,
+                                                           target.fmt, _ov_tuned.parse_variant(text),
+                                                           cfg.QUANT.CALIBRATION.METHOD)
+    singles = _bench.single_images(batches)
+    files["NNCF"] = _bench.quantize_nncf(fp32, os.path.join(folder, "nncf.onnx"), singles)
+    if not args.no_nncf_variant:
+        import nncf
+
+        no_bias = nncf.AdvancedQuantizationParameters(disable_bias_correction=True)
+        files["NNCF no bias correction"] = _bench.quantize_nncf(fp32, os.path.join(folder, "nncf_nobc.onnx"), singles,
+                                                                advanced_parameters=no_bias)
+    if not args.no_accuracy_control:
+        files["NNCF accuracy control"] = nncf_accuracy_control(args, cfg, fp32, singles, images, folder)
+    return files
+
+
+def nncf_accuracy_control(args, cfg, fp32: str, singles: Sequence[np.ndarray], images, folder: str) -> str:
+    import nncf
+
+    validation = RetrievalValidation(images, cfg.TEST.METRIC, cfg.TEST.FLIP.ENABLED, args.threads, folder)
+    model = onnx.load(fp32)
+    quantized = nncf.quantize_with_accuracy_control(
+        model, _bench.nncf_dataset(model, singles), nncf.Dataset(list(range(len(images.q_records)))), validation,
+        max_drop=args.max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(singles))
+    print(f"NNCF accuracy control: validation_fn called {validation.calls} times, {validation.models} models embedded")
+    path = os.path.join(folder, "nncf_ac.onnx")
+    onnx.save(quantized, path)
+    return path
+
+
+def accuracy_rows(args, files, evaluator, images, threads) -> List[Dict[str, object]]:
+    """Per file and runtime: retrieval metrics and agreement with the FP32 file in ONNX Runtime."""
+    reference = evaluate_cached(evaluator, OrtEmbedder(files["FP32"], threads), images)
+    ref_map = reference.result.metrics["mAP"]
+    rows = []
+    for name, path in files.items():
+        for runtime in args.runtimes:
+            embedded = evaluate_cached(evaluator, EMBEDDERS[runtime](path, threads), images)
+            metrics = embedded.result.metrics
+            parity = quantization_parity(reference, embedded, evaluator.metric)
+            rows.append({"file": name, "runtime": runtime, "mAP": metrics["mAP"], "rank1": metrics["rank1"],
+                         "mAP_drop": ref_map - metrics["mAP"], **parity, "size_kb": os.path.getsize(path) / 1024,
+                         "fp32_layers": None if name == "FP32" else len(_bench.fp32_layers(path))})
+    return rows
+
+
+def latency(args, files, size) -> Dict[str, Dict[str, object]]:
+    cells = {}
+    for name, path in files.items():
+        for runtime in args.runtimes:
+            run = _bench.make_runner(path, runtime, args.threads)
+            for batch, calls in zip(args.batches, args.calls):
+                cells[f"{name}|{runtime}|{batch}"] = (run, example_images(size, batch).numpy(), calls)
+    samples = _bench.interleaved(cells, args.rounds)
+    out = {}
+    for key, cell in samples.items():
+        name, runtime, batch = key.split("|")
+        base = samples[f"ours|{runtime}|{batch}"]
+        out[key] = {**_bench.summarize(cell, int(batch)), "vs_ours": round(_bench.paired_ratio(cell, base), 3),
+                    "vs_ours_cpu": round(_bench.paired_ratio(cell, base, "cpu"), 3)}
+    return out
+
+
+def print_table(rows, lat, batches) -> None:
+    head = " ".join(f"{'b' + str(b) + ' ms':>8s} {'cpu':>7s} {'/ours':>6s}" for b in batches)
+    print(f"{'file':32s} {'runtime':15s} {'mAP':>6s} {'drop':>6s} {'cos mean':>8s} {'cos min':>8s} {'top10':>6s} "
+          f"{'FP32 L':>6s} {'KB':>7s} {head}")
+    for row in rows:
+        cells = [lat[f"{row['file']}|{row['runtime']}|{b}"] for b in batches]
+        layers = "-" if row["fp32_layers"] is None else str(row["fp32_layers"])
+        print(f"{row['file']:32s} {row['runtime']:15s} {row['mAP']:6.2f} {row['mAP_drop']:6.2f} "
+              f"{row['cosine_mean']:8.4f} {row['cosine_min']:8.4f} {row['top10_overlap']:6.1f} {layers:>6s} "
+              f"{row['size_kb']:7.0f} " + " ".join(f"{c['ms_p50']:8.2f} {c['cpu_ms_p50']:7.2f} {c['vs_ours_cpu']:6.3f}"
+                                                for c in cells))
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config_file, ["QUANT.SOURCE", args.source, *args.opts])
+    plan = check_quantize_inputs(cfg)
+    target = plan.targets[0]
+    eval_cfg = cfg.clone()
+    eval_cfg.defrost()
+    eval_cfg.INPUT.SIZE_TEST = list(plan.input_size)
+    q = cfg.QUANT.CALIBRATION
+    batches = [target.convention.from_rgb255(b) for b in calibration_batches(eval_cfg, q.NUM_IMAGES, q.BATCH_SIZE,
+                                                                             cfg.SEED)]
+    images = in_convention(load_test_images(eval_cfg, load_test_sets(eval_cfg)[0]), target.convention)
+    evaluator = ReIDEvaluator.from_config(eval_cfg)
+    with tempfile.TemporaryDirectory(prefix="peer-nncf-") as tmp:
+        folder = args.keep or tmp
+        os.makedirs(folder, exist_ok=True)
+        files = make_files(args, cfg, plan, target, batches, images, folder)
+        rows = accuracy_rows(args, files, evaluator, images, args.threads)
+        lat = latency(args, files, plan.input_size)
+    machine = this_machine()
+    weights = target.fmt.describe()["weights"]
+    print(f"CPU: {machine['processor']}, kind: {machine['kind']}; {args.threads} threads; {args.rounds} interleaved "
+          f"rounds; input {plan.input_size[0]}x{plan.input_size[1]}; target {target.name} ({weights})")
+    print(f"source {args.source}; ours: {args.ours or 'quantized here'}; {sum(len(b) for b in batches)} calibration "
+          f"images; drop, cosine, top10 vs the FP32 file in onnxruntime; /ours = paired CPU-time ratio to ours")
+    print_table(rows, lat, args.batches)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump({"machine": machine, "args": vars(args), "files": files, "rows": rows, "latency": lat},
+                      handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Judge an INT8 file of one target: run it in the target's runtime on the query/gallery (fed in the target's input
+convention) against the FP32 model, measure how far the runtime lands from the file's Q/DQ semantics and how close
+its accumulations come to each CPU kind's limit, and check the stage's gates plus the target's own rules.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from compressreid.evaluation.evaluator import ReIDEvaluator
+from compressreid.export.conventions import InputConvention
+from compressreid.export.parity import embedding_parity
+from compressreid.gates import GateDecision, Judged
+from compressreid.quant.compare import Embedded, TestImages, evaluate_cached, quantization_parity
+from compressreid.quant.saturation import accumulation_bounds
+from compressreid.quant.targets.base import QuantTarget
+
+logger = logging.getLogger(__name__)
+
+# Query images on which runtime and Q/DQ semantics are compared (node-by-node execution is slow).
+RUNTIME_PARITY_IMAGES = 64
+# What a quantize run reports for each target's file besides its evaluation (gate-able names).
+QUANT_METRICS = ("cosine_mean", "cosine_min", "top10_overlap", "runtime_cosine_mean", "runtime_cosine_min",
+                 "runtime_parity_images", "u8s8_pair_sum_max", "s8s8_pair_sum_max", "dot_sum_max", "integer_layers",
+                 "trt_unsupported_ops", "trt_qdq_not_symmetric_int8", "trt_per_axis_activation_scales",
+                 "trt_quantized_instance_norms", "trt_opset_over_max")
+
+
+def numbers(data: Mapping[str, object]) -> Dict[str, float]:
+    return {k: float(v) for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def in_convention(images: TestImages, convention: InputConvention) -> TestImages:
+    """The test images as a caller of a file in ``convention`` feeds them."""
+    return TestImages(images.name, convention.from_rgb255(images.q_images), images.q_records,
+                      convention.from_rgb255(images.g_images), images.g_records)
+
+
+class TargetJudge:
+    """Evaluates candidate files of one target against the FP32 model and checks every rule that applies.
+
+    Args:
+        verdict: the stage's gates (TEST.GATES, parsed once; the built-in checks); the target's own rules are added.
+        images: the first test set in RGB 0..255 (converted to the target's convention here).
+        references: the payloads gates may name (fp32, source, teacher, fake_quant).
+        fixed: metrics of the FP32 source, the same for every candidate (``source_mAP_delta``).
+    """
+
+    def __init__(self, target: QuantTarget, verdict, evaluator: ReIDEvaluator, images: TestImages,
+                 fp32: Embedded, references: Dict[str, Dict[str, object]], fixed: Dict[str, float],
+                 metric: str = "cosine", threads: int = 0):
+        self.target, self.evaluator, self.fp32, self.references, self.fixed = target, evaluator, fp32, references, fixed
+        self.verdict = verdict
+        self.images = in_convention(images, target.convention)
+        self.metric, self.threads = metric, threads
+        self.measured = target.measured_kind()
+        self.rules: List[str] = target.rules(self.measured is not None)
+
+    def evaluate(self, path: str) -> Embedded:
+        return evaluate_cached(self.evaluator, self.target.judged_model(path, self.threads), self.images)
+
+    def metrics(self, path: str, int8: Optional[Embedded] = None) -> Dict[str, float]:
+        """Retrieval metrics and agreement with FP32 (what per-layer sensitivity ranks by); ``int8``: the file's
+        embeddings of the first test set when already computed."""
+        int8 = int8 or self.evaluate(path)
+        return {**numbers(int8.result.metrics), **quantization_parity(self.fp32, int8, self.metric), **self.fixed}
+
+    def runtime_parity(self, path: str) -> Dict[str, float]:
+        """The runtime here against the file's Q/DQ semantics on the first query images ({} when it does not run
+        here)."""
+        runtime = self.target.runtime_model(path, self.threads)
+        if runtime is None:
+            return {}
+        parity = embedding_parity(self.target.reference_model(path), runtime,
+                                  self.images.q_images[:RUNTIME_PARITY_IMAGES]).to_dict()
+        return {"runtime_cosine_mean": parity["cosine_mean"], "runtime_cosine_min": parity["cosine_min"],
+                "runtime_parity_images": parity["images"]}
+
+    def full_metrics(self, path: str, int8: Optional[Embedded] = None) -> Dict[str, float]:
+        bounds = accumulation_bounds(path)
+        return {**self.metrics(path, int8), **self.runtime_parity(path), **numbers(bounds),
+                **self.target.file_metrics(path)}
+
+    def judged(self, payload: Mapping[str, object]) -> Judged:
+        """The file's metrics (one payload, every test set) as the stage's Verdict judges them."""
+        return Judged(payload, self.references, self.rules, self.target.name)
+
+    def decide(self, metrics: Mapping[str, object]) -> List[GateDecision]:
+        return self.verdict.decide([self.judged(metrics)])
+
+    def fallback_can_help(self, metrics: Mapping[str, float]) -> bool:
+        """Whether keeping layers in FP32 can fix what failed: the accuracy fallback answers the stage's own gates,
+        not the target's rules (a runtime's arithmetic, a file's structure) or the built-in checks, and not a rule
+        on the FP32 source (it is not the model handed over)."""
+        own = {rule.text for rule in self.verdict.gates.rules}
+        failed = [d for d in self.decide(metrics) if not d.passed]
+        return bool(failed) and all(d.rule in own and d.metric not in self.fixed for d in failed)
+
+    def __call__(self, path: str) -> Tuple[Dict[str, float], bool]:
+        metrics = self.full_metrics(path)
+        return metrics, all(d.passed for d in self.decide(metrics))

@@ -1,0 +1,188 @@
+"""Deployment targets (compressreid.quant.targets), CPU kinds (compressreid.export.cpu) and the accumulation bound
+(compressreid.quant.saturation): which promise each target makes, how a file is proven to keep it on CPUs this
+machine is not, and the planted fault of an 8-bit file claiming to be portable."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from compressreid.config import get_cfg
+from compressreid.errors import ConfigError
+from compressreid.export.conventions import CONVENTIONS, ConventionAdapter, get_convention
+from compressreid.export.cpu import ARM64, X86_AVX2, X86_AVX512, X86_VNNI, kind_of, this_machine
+from compressreid.export.onnx_export import example_images, export_onnx
+from compressreid.export.ort_model import OrtEmbedder
+from compressreid.modeling import build_model
+from compressreid.gates import check_gates
+from compressreid.quant.format import QuantFormat
+from compressreid.quant.judge import numbers
+from compressreid.quant.ptq import preprocess, quantize_ptq
+from compressreid.quant.saturation import accumulation_bounds, layer_bound
+from compressreid.quant.targets import QUANT_TARGETS, build_targets
+from compressreid.quant.targets.ort import OrtPortable
+
+from tiny_models import warm_backbone_norms
+
+SIZE = (32, 16)
+
+
+@pytest.mark.parametrize("machine, flags, kind", [
+    ("x86_64", {"avx2": True}, X86_AVX2),
+    ("x86_64", {"avx2": True, "avx512f": True, "avx512bw": True}, X86_AVX512),
+    ("x86_64", {"avx2": True, "avx512bw": True, "avx512_vnni": True}, X86_VNNI),
+    ("x86_64", {"avx2": True, "avx_vnni": True}, X86_VNNI),
+    ("x86_64", {"avx2": True, "amx_int8": True}, X86_VNNI),
+    ("aarch64", {"asimddp": True}, ARM64),
+])
+def test_cpu_kind_follows_how_the_kernels_accumulate(machine, flags, kind):
+    assert kind_of(machine, flags) == kind
+
+
+def test_the_build_machine_is_described_with_its_flags():
+    described = this_machine()
+    assert {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"} <= set(described["flags"])
+    assert described["kind"] in {k.name for k in (X86_AVX2, X86_AVX512, X86_VNNI, ARM64)}
+
+
+def _conv(weight: np.ndarray) -> tuple:
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv")
+    return node, weight
+
+
+def test_bound_pairs_any_two_weights_of_a_channel():
+    node, weight = _conv(np.array([[[[127]], [[127]], [[-3]]], [[[64]], [[-64]], [[1]]]], dtype=np.int8))
+    bound = layer_bound("conv", node, weight)
+    assert bound.u8s8_pair_sum_max == 255 * (127 + 127)  # > 32767: an AVX2 int16 pair sum saturates
+    assert bound.s8s8_pair_sum_max == 128 * (127 + 127)  # 32512 <= 32767: ARM NEON holds even at 8 bits
+    assert bound.dot_sum_max == 255 * (127 + 127 + 3)
+    node, weight = _conv(np.array([[[[64]], [[64]], [[-64]]]], dtype=np.int8))
+    assert layer_bound("conv", node, weight).u8s8_pair_sum_max == 255 * 128 == 32640  # 7-bit weights: never
+
+
+def test_bound_reads_gemm_weights_per_output_column():
+    weight = np.array([[100, 1], [100, -1], [0, 1]], dtype=np.int8)  # [K, N]: output channel 0 = (100, 100, 0)
+    node = helper.make_node("Gemm", ["x", "w"], ["y"], name="fc")
+    assert layer_bound("fc", node, weight).u8s8_pair_sum_max == 255 * 200
+    node = helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=1)  # [N, K]: row 0 = (100, 1)
+    assert layer_bound("fc", node, weight).u8s8_pair_sum_max == 255 * 101
+
+
+def _qdq_graph(path, float_weight: bool) -> str:
+    """x -> Q -> DQ -> Conv(DQ(int8 w)) and a second Conv with a float weight (a layer kept in FP32)."""
+    w = np.full((2, 2, 1, 1), 100, dtype=np.int8)
+    inits = [numpy_helper.from_array(w, "w_q"), numpy_helper.from_array(np.ones(2, np.float32), "w_s"),
+             numpy_helper.from_array(np.zeros(2, np.int8), "w_z"),
+             numpy_helper.from_array(np.float32(0.1), "x_s"), numpy_helper.from_array(np.uint8(0), "x_z"),
+             numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32) * 9, "w_float")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "x_s", "x_z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["y1"], name="int8_conv"),
+             helper.make_node("Conv", ["y1", "w_float"], ["y"], name="fp32_conv")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 2, 2])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return str(path)
+
+
+def test_only_integer_layers_are_bounded(tmp_path):
+    bounds = accumulation_bounds(_qdq_graph(tmp_path / "g.onnx", True))
+    assert bounds["integer_layers"] == 1 and bounds["worst_layers"][0]["layer"] == "int8_conv"
+    assert bounds["u8s8_pair_sum_max"] == 255 * 200
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.DEPTH = "18x"
+    cfg.MODEL.BACKBONE.WIDTH = 0.125
+    torch.manual_seed(0)
+    model = warm_backbone_norms(build_model(cfg, num_classes=0), SIZE)
+    folder = tmp_path_factory.mktemp("targets")
+    return preprocess(export_onnx(model, str(folder / "fp32.onnx"), SIZE), str(folder / "prepared.onnx"))
+
+
+def test_an_8bit_file_claiming_to_be_portable_is_rejected_by_the_bound(prepared, tmp_path):
+    """The planted fault: the bound is read from the file, so it rejects 8-bit weights under the portable target's
+    rules whatever CPU runs the check (a VNNI machine's own runtime would never show the saturation)."""
+    portable = QUANT_TARGETS.get("ort_portable").from_config(get_cfg())
+    batches = [example_images(SIZE, 4, seed=s) for s in (1, 2)]
+    eight = quantize_ptq(prepared, str(tmp_path / "w8.onnx"), batches, fmt=QuantFormat(weight_bits=8))
+    seven = quantize_ptq(prepared, str(tmp_path / "w7.onnx"), batches, fmt=portable.fmt)
+    rules = portable.rules(runtime_here=False)
+    failed = [d.rule for d in check_gates(rules, numbers(accumulation_bounds(eight))) if not d.passed]
+    assert failed == ["u8s8_pair_sum_max <= 32767"]
+    assert all(d.passed for d in check_gates(rules, numbers(accumulation_bounds(seven))))
+    certification = portable.certification(accumulation_bounds(eight), measured=None)
+    assert not certification[X86_AVX2.name]["holds"] and not certification[X86_AVX512.name]["holds"]
+    assert certification[X86_VNNI.name]["holds"] and certification[ARM64.name]["holds"]
+
+
+def test_targets_as_data_and_their_promises():
+    cfg = get_cfg()
+    assert [t.name for t in build_targets(cfg)] == ["ort_portable"]  # the default
+    cfg.QUANT.TARGETS = ("ort_portable", "ort_vnni", "openvino")
+    portable, vnni, openvino = build_targets(cfg)
+    assert (portable.fmt.weight_bits, vnni.fmt.weight_bits, openvino.fmt.weight_bits) == (7, 8, 7)
+    assert portable.portable and openvino.portable and not vnni.portable
+    assert X86_AVX2 not in vnni.holds_on and X86_AVX2 in portable.holds_on
+    assert "u8s8_pair_sum_max <= 32767" in portable.rules(True) and "runtime_cosine_min >= 0.95" in portable.rules(True)
+    assert "u8s8_pair_sum_max <= 32767" not in vnni.rules(True)
+    assert [portable.file_name(True), vnni.file_name(False), openvino.file_name(False, rejected=True)] == [
+        "student_int8.onnx", "student_int8.ort_vnni.onnx", "student_int8.openvino.rejected.onnx"]
+
+
+@pytest.mark.parametrize("targets, overrides, words", [
+    (("ort_portble",), [], "unknown target 'ort_portble'; valid: boxmot, openvino, ort_portable, ort_vnni, tensorrt"),
+    (("ort_portable", "ort_portable"), [], "names ort_portable twice"),
+    ((), [], "QUANT.TARGETS is empty"),
+    (("ort_portable",), ["QUANT.WEIGHT_BITS", 8], "8-bit weights let u8 x s8 pair sums reach 64770 > 32767"),
+    (("openvino",), ["QUANT.WEIGHT_BITS", 8], "target openvino promises every CPU kind"),
+    (("ort_portable",), ["QUANT.INPUT_CONVENTION", "yuv"], "input convention 'yuv' is unknown"),
+])
+def test_a_target_that_cannot_be_kept_is_refused_before_any_work(targets, overrides, words):
+    cfg = get_cfg()
+    cfg.QUANT.TARGETS = targets
+    if overrides:
+        cfg.merge_from_list([overrides[0], str(overrides[1])])
+    with pytest.raises(ConfigError) as info:
+        build_targets(cfg)
+    assert words in str(info.value)
+
+
+def test_a_runtime_that_is_not_installed_names_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
+    cfg = get_cfg()
+    cfg.QUANT.TARGETS = ("openvino",)
+    with pytest.raises(ConfigError, match=r"openvino runtime is not installed: pip install 'compressreid\[openvino\]'"):
+        build_targets(cfg)
+
+
+@pytest.mark.parametrize("name", sorted(CONVENTIONS.names()))
+def test_each_input_convention_feeds_the_model_what_it_was_trained_on(name, tmp_path):
+    """An exported file in any convention, fed that convention, computes the model on the RGB 0..255 image."""
+    convention = get_convention(name)
+    images = example_images(SIZE, 3, seed=4)
+    torch.testing.assert_close(convention.to_rgb255(convention.from_rgb255(images)), images, atol=1e-3, rtol=0)
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.DEPTH = "18x"
+    cfg.MODEL.BACKBONE.WIDTH = 0.125
+    torch.manual_seed(0)
+    model = warm_backbone_norms(build_model(cfg, num_classes=0), SIZE).eval()
+    path = export_onnx(ConventionAdapter(model, convention), str(tmp_path / "m.onnx"), SIZE)
+    got = OrtEmbedder(path)(convention.from_rgb255(images))
+    expected = model(images).detach()
+    assert torch.nn.functional.cosine_similarity(got, expected).min() > 0.99999
+    card = convention.card()
+    assert card["color_order"] == ("BGR" if convention.bgr else "RGB")
+    assert card["value_range"] == ([-2.118, 2.64] if convention.imagenet else [0, 255])
+
+
+def test_portable_is_registered_under_its_name():
+    assert QUANT_TARGETS.get("ort_portable") is OrtPortable
