@@ -1,4 +1,5 @@
-"""The built-in stages: teacher (train or load), distill, prune, quantize, each a call into the library.
+"""The built-in stages: teacher (train or load), baseline (the student trained alone), distill, prune, quantize,
+each a call into the library.
 
 Heavy modules are imported inside the bodies: the prune and quant packages are optional until used, and the
 evaluation package imports the pipeline's gate, so importing it here at module level would be circular.
@@ -157,6 +158,9 @@ def _link(key: str):
 
 
 register_stage(Stage("teacher", run_teacher, reads=teacher_reads, resumable=True, spec=teacher_spec))
+# The student's architecture trained alone (the same body as the teacher stage, with the student's config): what
+# distillation must beat. Later stages' gates name it ``baseline`` (every earlier stage is a reference by its name).
+register_stage(Stage("baseline", run_teacher, reads=teacher_reads, resumable=True, spec=teacher_spec))
 register_stage(Stage("distill", run_distill, link=distill_link, reads=distill_reads, resumable=True,
                      spec=distill_spec))
 register_stage(Stage("prune", run_prune, link=_link("PRUNE"), reads=_reads("PRUNE"), spec=prune_spec))

@@ -8,7 +8,7 @@ import base64
 import html
 import os
 import shutil
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from compressreid.engine.io import atomic_write_text
 from compressreid.pipeline.report_plots import (load_curves, model_label, plot_accuracy_latency, plot_distance_overlay,
@@ -90,13 +90,41 @@ def _summary(manifest: Dict[str, object]) -> str:
     return f"Status: {manifest['status']}. {where} Later stages were not run; no model is shipped."
 
 
+def _map_of(stages: Sequence[Dict[str, object]], name: str) -> Optional[float]:
+    stage = next((s for s in stages if s["name"] == name and s["status"] in ("accepted", "rejected", "ungated")), None)
+    value = (stage.get("metrics") or {}).get("mAP") if stage else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def distillation_story(stages: Sequence[Dict[str, object]]) -> str:
+    """One sentence placing the distilled student between the student trained alone (a ``baseline`` stage) and its
+    teacher; empty unless the run has both a baseline and a distill stage."""
+    alone, distilled, teacher = (_map_of(stages, n) for n in ("baseline", "distill", "teacher"))
+    if alone is None or distilled is None:
+        return ""
+    if teacher is None:
+        teacher_m = ((next(s for s in stages if s["name"] == "distill").get("metrics") or {}).get("teacher") or {})
+        teacher = teacher_m.get("mAP") if isinstance(teacher_m, dict) else None
+    line = f"Distillation: the student trained alone reaches {alone:.2f} mAP, distilled {distilled:.2f} " \
+           f"({distilled - alone:+.2f})"
+    if teacher is None:
+        return line + "."
+    if teacher <= alone:
+        return line + f"; its teacher ({teacher:.2f}) is NOT better than the student alone."
+    where = "above its teacher" if distilled >= teacher else \
+        f"{100 * (distilled - alone) / (teacher - alone):.0f} % of the way from alone to its teacher"
+    return line + f"; its teacher reaches {teacher:.2f} ({teacher - alone:+.2f} over alone): the distilled " \
+                  f"student is {where}."
+
+
 def _notes(stages: Sequence[Dict[str, object]]) -> List[str]:
     return [f"{s['name']}: {note}" for s in stages for note in (s.get("measurements") or {}).get("notes", [])]
 
 
 def _markdown(manifest: Dict[str, object], figures: Sequence[Tuple[str, str]], output_dir: str) -> str:
     stages = manifest["stages"]
-    lines = ["# Compression pipeline report", "", _summary(manifest), "",
+    story = distillation_story(stages)
+    lines = ["# Compression pipeline report", "", _summary(manifest), "", *([story, ""] if story else []),
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in stage_row(s)) + " |" for s in stages]
     lines += ["", "Latency: ONNX Runtime, batch 1, median; n/a = not measured (see notes).", ""]
@@ -155,6 +183,7 @@ def _html(manifest: Dict[str, object], figures: Sequence[Tuple[str, str]]) -> st
                      for title, path in figures)
     notes = "".join(f"<li>{esc(n)}</li>" for n in _notes(stages))
     thresholds = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in threshold_rows(stages))
+    story = distillation_story(stages)
     thresholds = (f"<h2>Match thresholds</h2><table><tr><th>stage</th><th>distance at FPR 1e-3</th><th>distance at "
                   f"FPR 1e-2</th></tr>{thresholds}</table>" if thresholds else "")
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
@@ -162,6 +191,7 @@ def _html(manifest: Dict[str, object], figures: Sequence[Tuple[str, str]]) -> st
              "img{max-width:100%}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Compression pipeline report</title>"
             f"<style>{style}</style></head><body><h1>Compression pipeline report</h1><p>{esc(_summary(manifest))}</p>"
+            + (f"<p>{esc(story)}</p>" if story else "") +
             f"<table><tr>{head}</tr>{rows}</table><p>Latency: ONNX Runtime, batch 1, median; n/a = not measured."
             f"</p>{thresholds}<h2>Gate decisions</h2><ul>{gates}</ul>{images}"
             + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "") + "</body></html>\n")

@@ -121,13 +121,16 @@ def plan_pipeline(cfg: CfgNode, shared: Sequence[str] = (), registry: Registry =
         if not os.path.isfile(path):
             raise ConfigError(f"stage '{name}': config file not found: {path} (relative paths are read from "
                               f"{os.getcwd()})")
-    planned, previous, previous_spec = [], "", None
+    planned, previous, previous_spec, earlier = [], "", None, {}
     for index, (name, path) in enumerate(zip(names, files)):
         stage, folder = registry.get(name), os.path.join(cfg.OUTPUT_DIR, name)
         try:
             derived = _derive(name, path, shared, stage.link(previous), folder)
             spec = stage.spec(derived, previous_spec)
             checked = spec.with_reference(PREVIOUS, previous_spec.metrics) if previous_spec else spec
+            for earlier_name, earlier_metrics in earlier.items():  # the stage's own reference of a name wins
+                if earlier_name not in checked.references:
+                    checked = checked.with_reference(earlier_name, earlier_metrics)
             verdict = Verdict(name, derived, checked)
         except ConfigError as exc:
             raise ConfigError(f"stage '{name}' ({path}): {exc}") from None
@@ -137,6 +140,7 @@ def plan_pipeline(cfg: CfgNode, shared: Sequence[str] = (), registry: Registry =
                               "PIPELINE.ALLOW_UNGATED True")
         planned.append(PlannedStage(index, name, path, folder, derived, stage, verdict))
         previous, previous_spec = folder, spec
+        earlier[name] = spec.metrics
     return PipelinePlan(cfg, cfg.OUTPUT_DIR, tuple(planned))
 
 
@@ -261,6 +265,10 @@ def _resume_or_run(planned: PlannedStage, earlier: Dict[Tuple[int, str], StageRe
     if previous:  # the stage before's verdict, as it wrote it: gates may name it as ``previous``
         planned.verdict.offer(PREVIOUS, read_metrics_file(os.path.join(previous, "metrics.json"),
                                                           f"stage '{planned.name}': the stage before"))
+    for earlier in plan.stages[:planned.index]:  # and every earlier stage by its name (e.g. ``baseline``)
+        if earlier.name not in planned.verdict.references:
+            planned.verdict.offer(earlier.name, read_metrics_file(os.path.join(earlier.folder, "metrics.json"),
+                                                                  f"stage '{planned.name}': stage '{earlier.name}'"))
     inputs = StageInputs(previous, {p.name: p.folder for p in plan.stages[:planned.index]}, options.progress,
                          resume=bool(checkpoint), allow_unsafe=options.allow_unsafe, verdict=planned.verdict)
     _run_stage(planned, record, inputs, options)

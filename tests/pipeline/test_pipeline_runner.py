@@ -180,7 +180,8 @@ def test_an_error_in_a_stage_is_recorded_and_stops_the_chain(work, monkeypatch, 
     (("fake1", "fake1"), ["fake1.yml", "fake2.yml"], "fake1 appear twice"),
     (("fake1", "fake2"), ["fake1.yml", "bad_gate.yml"], "gate rule 'mAP > 50' is not"),
     (("fake1", "fake2"), ["fake1.yml", "typo.yml"], "stage 'fake2': gate rule 'mAp >= 50' names metric 'mAp'"),
-    (("fake1", "fake2"), ["fake1.yml", "no_ref.yml"], "names reference 'teacher'; available: previous"),
+    (("fake1", "fake2"), ["fake1.yml", "no_ref.yml"], "names reference 'teacher'; available: fake1, previous"),
+    (("fake1", "fake2"), ["later.yml", "fake2.yml"], "names reference 'fake2'; available: (none)"),
     (("fake1", "fake2"), ["previous.yml", "fake2.yml"], "names reference 'previous'; available: (none)"),
     (("fake1", "fake2"), ["fake1.yml", "ungated.yml"], "stage 'fake2' (" ),
 ])
@@ -190,6 +191,7 @@ def test_bad_input_exits_2_before_any_folder_is_written(work, monkeypatch, capsy
     write_stage_config(work / "no_ref.yml", gates=("mAP >= teacher - 1",))
     write_stage_config(work / "previous.yml", gates=("mAP >= previous - 1",))  # the first stage has none
     write_stage_config(work / "ungated.yml", gates=())
+    write_stage_config(work / "later.yml", gates=("mAP >= fake2",))  # a later stage is no reference
     configs = [str(work / c) for c in configs] if configs else None
     code = call_tool(monkeypatch, *pipeline_opts(work, names, configs))
     assert code == 2
@@ -272,3 +274,13 @@ def test_previous_is_the_stage_before_and_a_stage_that_skips_its_verdict_fails(w
     manifest = read_manifest(work)
     assert manifest["stages"][2]["status"] == "failed"
     assert "returned without handing its results to its verdict" in manifest["stages"][2]["error"]
+
+
+def test_every_earlier_stage_is_a_reference_by_its_name(work):
+    """How the demo gates distillation against its ``baseline`` stage (the student trained alone)."""
+    write_stage_config(work / "fake3.yml", seed=2, gates=("mAP >= fake1 + 1.5", "mAP >= fake2 + 0.5"))
+    write_stage_config(work / "fake2.yml", seed=1)
+    manifest = run_once(work)
+    first, second = manifest["stages"][2]["gates"][:2]
+    assert (first["reference"], first["reference_value"], first["passed"]) == ("fake1", 50.0, True)
+    assert (second["reference"], second["reference_value"], second["passed"]) == ("fake2", 51.0, True)

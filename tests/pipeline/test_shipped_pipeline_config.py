@@ -1,4 +1,5 @@
-"""configs/synthetic/compress_r18.yml plans as documented: four stages, each pointed at the folder before it."""
+"""configs/synthetic/compress_r18.yml and demo.yml plan as documented: each stage pointed at the folder before it,
+every gate valid at plan time."""
 
 from __future__ import annotations
 
@@ -43,3 +44,17 @@ def test_every_stage_of_the_shipped_recipe_is_linked_to_the_one_before():
 def test_overrides_split_between_the_pipeline_and_every_stage():
     own, shared = split_overrides(["OUTPUT_DIR", "o", "SOLVER.MAX_EPOCH", "1", "PIPELINE.STAGES", "('teacher',)"])
     assert own == ["OUTPUT_DIR", "o", "PIPELINE.STAGES", "('teacher',)"] and shared == ["SOLVER.MAX_EPOCH", "1"]
+
+
+def test_the_demo_plans_with_its_baseline_as_a_reference_of_the_later_stages():
+    demo = os.path.join(REPO, "configs", "synthetic", "demo.yml")
+    cfg = load_config(demo)
+    configs = tuple(os.path.join(REPO, c) for c in cfg.PIPELINE.CONFIGS)
+    plan = plan_pipeline(load_config(demo, ["PIPELINE.CONFIGS", repr(configs), "OUTPUT_DIR", "out"]), [])
+    baseline, teacher, distill, prune, quantize = plan.stages
+    assert baseline.name == "baseline" and teacher.name == "teacher"
+    assert baseline.cfg.MODEL.BACKBONE.WIDTH == distill.cfg.MODEL.BACKBONE.WIDTH == 0.25
+    assert baseline.cfg.SOLVER.MAX_EPOCH == distill.cfg.SOLVER.MAX_EPOCH
+    assert list(distill.cfg.DISTILL.TEACHERS.CONFIGS) == [teacher.folder]
+    assert "mAP >= baseline + 10" in teacher.cfg.TEST.GATES and "mAP >= baseline + 3" in distill.cfg.TEST.GATES
+    assert list(quantize.cfg.QUANT.TARGETS) == ["ort_portable", "boxmot"]
