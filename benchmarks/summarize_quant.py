@@ -34,7 +34,8 @@ def fallback_cell(metrics: Dict[str, object]) -> str:
     before = f"; all-INT8 mAP {full:.2f}" if full is not None else ""
     latency = metrics.get("latency", {})
     cost = ""
-    if "int8_without_fallback" in latency:  # same run: what keeping the layers in FP32 cost at batch 1
+    if "batch1" in latency.get("int8_without_fallback", {}):  # same run: what the FP32 layers cost at batch 1
+        # (a target with no CPU runtime here, e.g. tensorrt, has no latency)
         cost = (f"; b1 {latency['int8_without_fallback']['batch1']['ms_p50']:.3f} → "
                 f"{latency['int8']['batch1']['ms_p50']:.3f} ms")
     return f"{kept} layer{'s' if kept != 1 else ''} FP32{before}{cost}"

@@ -4,7 +4,13 @@
     python tools/quantize.py [KEY VALUE ...]     # the synthetic default student (run tools/distill.py first)
     python tools/quantize.py --config-file F QUANT.METHOD qat QUANT.SOURCE output/synthetic/distill_r18
 
-Writes OUTPUT_DIR/student_int8.onnx and model_card.json (student_int8.rejected.onnx when a gate fails). The source
+    python tools/quantize.py --config-file F QUANT.TARGETS '("ort_portable", "openvino", "boxmot", "tensorrt")'
+
+One INT8 file per deployment target (QUANT.TARGETS; default the portable ONNX Runtime target, correct on AVX2,
+AVX-512, VNNI and ARM64 CPUs), each judged by TEST.GATES in its own runtime plus the target's own rules (the
+accumulation bound of every CPU kind it claims, runtime vs Q/DQ parity): OUTPUT_DIR/student_int8.onnx for the
+first target, student_int8.<target>.onnx for the others (BoxMOT: <name>_compressreid_int8.onnx and its sidecar),
+and one model_card.json; a target that fails is rejected alone (<file>.rejected.onnx). The source
 checkpoint must fit its model: missing or unexpected keys are an error unless MODEL.LOAD_STRICT False.
 Exit codes: 0 ok, 3 a gate failed, 2 bad usage/config/input (missing source, empty calibration set, an ONNX
 file that does not match, an unsupported operator, a model card that disagrees with its graph), 1 internal error,

@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 RUN_FILES = ("status.json", "metrics.json", "model_final.pth", "last_checkpoint.pth", "train_log.jsonl",
              "distill_adapters.pth", "student_int8.onnx", "student_int8.rejected.onnx", "student_fp32.onnx",
              "model_card.json")
+# the per-target INT8 files of quant.targets (student_int8.<target>[.rejected].onnx; BoxMOT's
+# <arch>_compressreid_int8[.rejected].onnx and its .onnx.metadata.json sidecar)
+RUN_FILE_PATTERNS = ("student_int8.*.onnx", "*_compressreid_int8.onnx", "*_compressreid_int8.rejected.onnx",
+                     "*_compressreid_int8.onnx.metadata.json")
 RUN_FOLDERS = ("plots", "tensorboard", "work", "qat", "finetune_step*")
 # What a resumed run continues from (the train log and tensorboard are continued too, not restarted).
 RESUME_STATE = ("last_checkpoint.pth", "train_log.jsonl", "tensorboard")
@@ -50,7 +54,8 @@ def stale_entries(folder: str, resume: bool = False) -> List[str]:
         if os.path.isdir(path) and not os.path.islink(path):
             known = any(fnmatch.fnmatchcase(name, pattern) for pattern in RUN_FOLDERS)
         else:
-            known = name in RUN_FILES or name.startswith(TEMP_PREFIXES)
+            known = (name in RUN_FILES or name.startswith(TEMP_PREFIXES)
+                     or any(fnmatch.fnmatchcase(name, pattern) for pattern in RUN_FILE_PATTERNS))
         if known:
             found.append(name)
     return found

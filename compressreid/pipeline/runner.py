@@ -133,7 +133,8 @@ def plan_pipeline(cfg: CfgNode, shared: Sequence[str] = (), registry: Registry =
                     checked = checked.with_reference(earlier_name, earlier_metrics)
             verdict = Verdict(name, derived, checked)
         except ConfigError as exc:
-            raise ConfigError(f"stage '{name}' ({path}): {exc}") from None
+            message = str(exc).removeprefix(f"stage '{name}': ")  # the verdict's own messages name the stage
+            raise ConfigError(f"stage '{name}' ({path}): {message}") from None
         if not verdict.gated and not cfg.PIPELINE.ALLOW_UNGATED:
             raise ConfigError(f"stage '{name}' ({path}) has no TEST.GATES: its model would be handed on without "
                               "any judgement; add an absolute floor (e.g. TEST.GATES '(\"mAP >= 20\",)') or set "

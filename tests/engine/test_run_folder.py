@@ -107,7 +107,10 @@ def write_previous_run(folder):
     """What a finished training + quantization + pruning run leaves, a killed write's partial file, user files."""
     for name in ("model_final.pth", "last_checkpoint.pth", "train_log.jsonl", "metrics.json", "status.json",
                  "student_int8.onnx", "model_card.json", "distill_adapters.pth", ".tmp-1234metrics.json",
-                 ".export-99.onnx", "my_notes.txt", "model_final_backup.pth"):
+                 ".export-99.onnx", "my_notes.txt", "model_final_backup.pth", "student_int8.openvino.onnx",
+                 "student_int8.ort_vnni.rejected.onnx", "osnet_x0_25_compressreid_int8.onnx",
+                 "osnet_x0_25_compressreid_int8.onnx.metadata.json", "resnet50_compressreid_int8.rejected.onnx",
+                 "my_model_int8.onnx"):
         (folder / name).write_text("old")
     for name in ("plots", "tensorboard", "work", "finetune_step1", "my_folder"):
         (folder / name).mkdir()
@@ -118,7 +121,7 @@ def test_a_new_run_clears_only_what_the_previous_run_wrote(tmp_path):
     write_previous_run(tmp_path)
     RunDirectory(str(tmp_path)).start(load_config(), "train_teacher")
     assert sorted(os.listdir(tmp_path)) == [LOCK_FILE, "config.yaml", "model_final_backup.pth", "my_folder",
-                                            "my_notes.txt", STATUS_FILE]
+                                            "my_model_int8.onnx", "my_notes.txt", STATUS_FILE]
     assert json.loads((tmp_path / STATUS_FILE).read_text())["status"] == "running"
 
 
