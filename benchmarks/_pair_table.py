@@ -161,7 +161,8 @@ def markdown(rows: Sequence[Row], choice: Choice, targets: Targets, kind: str, b
     """The README table for one CPU kind: chosen pair in bold with a star, frontier entries with a diamond."""
     size = next((r["size"] for r in rows if r.get("size")), [256, 128])
     head = (f"| entry | MACs / teacher ({size[0]}×{size[1]} · 64×32) | INT8 speed-up vs FP32 teacher "
-            + " · ".join(f"b{b}" for b in batches) + " (student runtime) | INT8 mAP (seeds) | share of teacher "
+            + " · ".join(f"b{b}" for b in batches) + f" (student runtime at b{targets.batch}) | INT8 mAP (seeds) | "
+            "share of teacher "
             "mAP (worst seed) | targets |")
     teachers = [r["teacher_mAP"] for r in rows if _num(r.get("teacher_mAP"))]
     teacher = f" (synthetic teacher mAP {statistics.fmean(teachers):.1f})" if teachers else ""
