@@ -200,10 +200,14 @@ class _Run:
                                      self.plan.input_size, source_convention)
         self.method_info = _method_info(cfg, self.batches)
         self.qat_files: Dict[str, str] = {}
+        self.judges: Dict[str, TargetJudge] = {}
 
     def judge(self, target: QuantTarget) -> TargetJudge:
-        return TargetJudge(target, self.verdict, self.evaluator, self.images[0], self.fp32[0],
-                           self.references, self.fixed, self.cfg.TEST.METRIC)
+        """The target's judge, made once (it holds the first test set in the target's input convention)."""
+        if target.name not in self.judges:
+            self.judges[target.name] = TargetJudge(target, self.verdict, self.evaluator, self.images[0], self.fp32[0],
+                                                   self.references, self.fixed, self.cfg.TEST.METRIC)
+        return self.judges[target.name]
 
     def train_qat(self) -> None:
         """QAT once, in the targets' one format; its QDQ export per input convention the targets need."""
@@ -234,18 +238,30 @@ class _Run:
             prepared, quantize = self.graphs.quantizer(target)
             quantize(full_int8)
         candidate, fallback = full_int8, {"used": False}
-        first, passed = judge(full_int8)
-        if not passed and q.FALLBACK.ENABLED and quantize is not None and judge.fallback_can_help(first):
+        int8 = judge.evaluate(full_int8)
+        first = judge.full_metrics(full_int8, int8)
+        if not judge.passes(first) and q.FALLBACK.ENABLED and quantize is not None and judge.fallback_can_help(first):
             path, fallback = _fallback(self.cfg, prepared, quantize, judge, self.fp32[0].result.metrics["mAP"],
                                        self.workdir, first, self.progress)
             candidate = path or full_int8
-        return self._judged(target, primary, judge, candidate, full_int8, fallback)
+        # the file that ships was judged above unless the fallback replaced it
+        judged_first = (int8, first) if candidate == full_int8 else None
+        return self._judged(target, primary, judge, candidate, full_int8, fallback, judged_first)
 
     def _judged(self, target: QuantTarget, primary: bool, judge: TargetJudge, candidate: str, full_int8: str,
-                fallback: Dict[str, object]) -> TargetOutcome:
-        model = target.judged_model(candidate)
-        embedded = [evaluate_cached(self.evaluator, model, in_convention(im, target.convention)) for im in self.images]
-        metrics = judge.full_metrics(candidate, embedded[0])
+                fallback: Dict[str, object], judged_first: Optional[Tuple[Embedded, Dict[str, float]]] = None
+                ) -> TargetOutcome:
+        """Every test set's metrics of ``candidate`` (the first set's from ``judged_first`` when given), its gate
+        decisions, latency and certification, and the packaged files."""
+        if judged_first is None:
+            int8 = judge.evaluate(candidate)
+            judged_first = (int8, judge.full_metrics(candidate, int8))
+        first, metrics = judged_first
+        embedded = [first]
+        if len(self.images) > 1:
+            model = target.judged_model(candidate)
+            embedded += [evaluate_cached(self.evaluator, model, in_convention(im, target.convention))
+                         for im in self.images[1:]]
         payload = metrics_payload([e.result for e in embedded], os.path.basename(candidate))
         for fp32, int8 in zip(self.fp32, embedded):  # agreement with FP32 on every test set, not only the first
             payload["datasets"][int8.result.dataset].update(quantization_parity(fp32, int8, self.cfg.TEST.METRIC))
