@@ -102,37 +102,30 @@ def fp32_layers(path: str) -> List[str]:
 
 
 # ---- runners -------------------------------------------------------------------------------------------------------
-class StaticBatchOpenVino(nn.Module):
-    """An ONNX embedding model in OpenVINO's CPU plugin compiled once per batch size it is fed, with static shapes.
-
-    Prototype of a change to compressreid.export.openvino_model.OpenVinoEmbedder, which compiles one model with a
-    dynamic batch: with dynamic shapes the CPU plugin does not fuse the element-wise chains around Q/DQ
-    (dequantize, requantize, convert) into JIT "Subgraph" kernels, so each runs as its own node. Same config as
-    compile_openvino (latency hint, one stream, f32 inference precision, ``threads``).
-    """
+class StaticBatchOpenVino:
+    """An ONNX embedding model in OpenVINO's CPU plugin compiled once per batch size it is fed, with static shapes,
+    as compressreid.export.openvino_model.compile_openvino builds it for the openvino target (``openvino-static``
+    rows; ``openvino`` rows compile one model with a dynamic batch, for comparison)."""
 
     def __init__(self, path: str, threads: int = 0):
-        super().__init__()
         self.path, self.threads, self.requests = path, threads, {}
 
-    def _request(self, batch: int):
-        if batch not in self.requests:
-            import openvino as ov
-
-            core = ov.Core()
-            model = core.read_model(self.path)
-            shape = model.input(0).get_partial_shape()
-            shape[0] = ov.Dimension(batch)
-            model.reshape({model.input(0).get_any_name(): shape})
-            config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1,
-                      **({"INFERENCE_NUM_THREADS": self.threads} if self.threads else {})}
-            self.requests[batch] = core.compile_model(model, "CPU", config).create_infer_request()
-        return self.requests[batch]
-
     def run(self, x: np.ndarray) -> np.ndarray:
-        request = self._request(x.shape[0])
+        if x.shape[0] not in self.requests:
+            from compressreid.export.openvino_model import compile_openvino
+
+            self.requests[x.shape[0]] = compile_openvino(self.path, self.threads, x.shape[0]).create_infer_request()
+        request = self.requests[x.shape[0]]
         request.infer({0: x})
         return request.get_output_tensor(0).data
+
+
+class RunnerModule(nn.Module):
+    """A Runner as a torch module (images -> embeddings), so the evaluator can score any RUNTIMES entry."""
+
+    def __init__(self, run: Runner):
+        super().__init__()
+        self.run = run
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(images.detach().to("cpu", torch.float32).numpy())

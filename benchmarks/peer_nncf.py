@@ -10,8 +10,9 @@ student_fp32.onnx is then NNCF's input too, else quantized here exactly as the o
 fallback); ``nncf.quantize`` with its defaults, and with bias correction disabled; ``nncf.quantize_with_accuracy_
 control`` (max drop --max-drop mAP points, absolute) whose validation function scores mAP on our query/gallery;
 optionally our OpenVINO-tuned prototypes (_ov_tuned.py). Calibration: our calibration_batches (training split,
-QUANT.CALIBRATION, seed), one image per NNCF item. Each file runs in ONNX Runtime, OpenVINO as our openvino target
-runs it (dynamic batch) and OpenVINO compiled per batch with static shapes: mAP, drop, embedding cosine mean/min and
+QUANT.CALIBRATION, seed), one image per NNCF item. Each file runs in ONNX Runtime, OpenVINO with one dynamic-batch
+model (``openvino``) and OpenVINO compiled per batch with static shapes (``openvino-static``, as our openvino target
+runs it), in accuracy and latency rows alike: mAP, drop, embedding cosine mean/min and
 top-10 overlap against the FP32 file in ONNX Runtime (as tools/quantize.py judges), FP32 layers left, size, and
 interleaved latency b1/b32 (wall and process CPU ms per call, and the paired CPU-time ratio to ours).
 """
@@ -48,8 +49,11 @@ from compressreid.quant.plan import check_quantize_inputs
 import _bench
 import _ov_tuned
 
-EMBEDDERS = {"onnxruntime": OrtEmbedder, "openvino": OpenVinoEmbedder,
-             "openvino-static": _bench.StaticBatchOpenVino}
+# runtime -> embedder, as _bench.make_runner times it: OpenVINO with one dynamic-batch model, and compiled per batch
+# (what the openvino target runs)
+EMBEDDERS = {"onnxruntime": OrtEmbedder,
+             "openvino": lambda path, threads: _bench.RunnerModule(_bench.make_runner(path, "openvino", threads)),
+             "openvino-static": OpenVinoEmbedder}
 
 
 class RetrievalValidation:
@@ -116,7 +120,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--keep", default="", help="keep the ONNX files in this folder")
     parser.add_argument("--json", default="")
     parser.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if len(args.calls) != len(args.batches):
+        parser.error("--calls needs one number per --batches entry")
+    return args
 
 
 def shipped(ours: str) -> tuple:
