@@ -57,12 +57,47 @@ def check_calibration_method(name: str) -> CalibrationMethod:
 
 
 def preprocess(fp32_path: str, out_path: str) -> str:
-    """ONNX Runtime's quantization pre-processing (shape inference + graph optimisation, incl. Conv+BN fusion)."""
+    """ONNX Runtime's quantization pre-processing (shape inference + graph optimisation, incl. Conv+BN fusion), then
+    every weighted layer given weights of its own (``unshare_weights``)."""
     try:
         quant_pre_process(fp32_path, out_path, skip_symbolic_shape=False, skip_optimization=False)
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"quantization pre-processing of {fp32_path} failed: {str(exc).splitlines()[0]}") from exc
+    model = onnx.load(out_path)
+    if unshare_weights(model):
+        onnx.save(model, out_path)
     return out_path
+
+
+def unshare_weights(model: onnx.ModelProto) -> List[str]:
+    """Give each weighted layer that shares its weight initializer with an earlier one a copy of its own; returns the
+    copies' names. Modifies ``model`` in place.
+
+    Why: OSNet applies one channel gate to all of a block's streams, so after quantization one weight's
+    DequantizeLinear feeds four convolutions, and ONNX Runtime's x86 U8U8 weight conversion
+    (``session.x64quantprecision``, how the ort_vnni target is judged on CPUs without VNNI) fails to load such a file
+    ("Attempt to replace the existing tensor"). One copy per layer also lets per-layer fallback and sensitivity act
+    on one layer at a time. Same arithmetic; the shared weights here are tiny (OSNet x0.25's gates: 12 KB).
+    """
+    initializers = {t.name: t for t in model.graph.initializer}
+    seen, copies = set(), []
+    for node in model.graph.node:
+        if node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
+            continue
+        for i in range(1, len(node.input)):  # weight, and bias where the op has one
+            name = node.input[i]
+            if name not in initializers:
+                continue
+            if name in seen:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(initializers[name])
+                copy.name = f"{name}__{node.name or len(copies)}"
+                model.graph.initializer.append(copy)
+                node.input[i] = copy.name
+                copies.append(copy.name)
+            else:
+                seen.add(name)
+    return copies
 
 
 def feed_float_layers_float(model: onnx.ModelProto, fp32_path: str) -> List[str]:

@@ -293,3 +293,33 @@ def test_seven_bit_weights_are_ort_reduced_range_and_leave_activations_alone(pre
     assert activation_scales(seven) == activation_scales(eight)
     assert accumulation_bounds(seven.path)["u8s8_pair_sum_max"] <= 32640
     assert accumulation_bounds(eight.path)["u8s8_pair_sum_max"] > 32767
+
+
+class _SharedGate(torch.nn.Module):
+    """OSNet's pattern: one 1x1 convolution (a channel gate) applied to two streams, so its weights are shared."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.gate = torch.nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.stem(x))
+        return (self.gate(y) + self.gate(torch.relu(-y + 1.0))).mean(dim=(2, 3))
+
+
+def test_shared_weights_get_one_copy_per_layer_and_load_with_exact_x86_accumulation(batches, tmp_path):
+    torch.manual_seed(0)
+    fp32 = export_onnx(_SharedGate().eval(), str(tmp_path / "fp32.onnx"), SIZE)
+    prepared = preprocess(fp32, str(tmp_path / "prepared.onnx"))
+    graph = onnx.load(prepared).graph
+    weights = [node.input[1] for node in graph.node if node.op_type == "Conv"]
+    assert len(weights) == 3 and len(set(weights)) == 3  # the gate's two uses read two initializers
+    int8 = quantize_ptq(prepared, str(tmp_path / "int8.onnx"), batches, "minmax", QuantFormat("uint8", weight_bits=8))
+    # ONNX Runtime's U8U8 weight conversion (how ort_vnni is judged without VNNI) refused one weight read by two
+    # convolutions: "Attempt to replace the existing tensor"
+    session = ort_session(int8, config={"session.x64quantprecision": "1"})
+    reference = ort_session(fp32).run(None, {"images": batches[0].numpy()})[0]
+    got = session.run(None, {session.get_inputs()[0].name: batches[0].numpy()})[0]
+    cosine = (got * reference).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1))
+    assert cosine.min() > 0.99
