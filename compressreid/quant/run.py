@@ -362,7 +362,16 @@ def run_quantize(cfg: CfgNode, run: RunDirectory, progress: bool = True, plan: O
     state = _Run(cfg, run, progress, plan, verdict or quantize_verdict(cfg, plan))
     if state.plan.method == "qat":
         state.train_qat()
-    outcomes = [state.quantize_target(t, i == 0) for i, t in enumerate(state.plan.targets)]
+    try:
+        outcomes = [state.quantize_target(t, i == 0) for i, t in enumerate(state.plan.targets)]
+    except BaseException:
+        # a later target that cannot run (its runtime refuses the file) or an interrupt: no earlier target's file
+        # stays behind looking shipped in a run that has no metrics and no card
+        for i, target in enumerate(state.plan.targets):
+            for path in target.stale_files(run.path, i == 0):
+                if os.path.exists(path):
+                    os.remove(path)
+        raise
     payload = _payload(state, outcomes)
     entries = [_entry(o, state) for o in outcomes]
     main = outcomes[0]

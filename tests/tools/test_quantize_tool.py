@@ -367,3 +367,20 @@ def test_a_portable_target_with_8bit_weights_is_rejected_by_the_bound(work, tmp_
     failed = [g["rule"] for g in read(out / "metrics.json")["gates"] if not g["passed"]]
     assert "u8s8_pair_sum_max <= 32767" in failed
     assert (out / "student_int8.rejected.onnx").is_file() and not (out / "student_int8.onnx").exists()
+
+
+def test_a_target_whose_runtime_refuses_its_file_leaves_no_shipped_file_behind(work, tmp_path, monkeypatch):
+    """The primary target is judged and packaged first; when a later target's runtime then cannot load its file (as
+    ONNX Runtime once refused OSNet's 8-bit file), the run fails and takes the primary's file with it."""
+    from compressreid.errors import ExportError
+    from compressreid.quant.targets.ort import OrtVnni
+
+    def refuse(self, path, threads=0):
+        raise ExportError(f"ONNX Runtime cannot load {path}: planted")
+
+    monkeypatch.setattr(OrtVnni, "runtime_model", refuse)
+    out = tmp_path / "out"
+    code = run_in_process(monkeypatch, work, out, "TEST.GATES", LENIENT, "QUANT.TARGETS", '("ort_portable", "ort_vnni")')
+    assert code != 0
+    assert read(out / "status.json")["status"] == "failed"
+    assert not list(out.glob("student_int8*.onnx")) and not (out / "model_card.json").exists()
