@@ -90,6 +90,11 @@ def opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
+# The counts check_for_tensorrt reports (0 = the requirement holds): the TensorRT target's rules and card read them.
+TRT_CHECKS = ("trt_unsupported_ops", "trt_qdq_not_symmetric_int8", "trt_per_axis_activation_scales",
+              "trt_quantized_instance_norms", "trt_opset_over_max")
+
+
 def check_for_tensorrt(path: str) -> Dict[str, object]:
     """Every structural requirement, counted (0 = holds) and named: ONNX checker, operators, opset, Q/DQ types and
     zero points, per-tensor activations, instance norms kept out of INT8.

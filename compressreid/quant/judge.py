@@ -11,6 +11,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from compressreid.evaluation.evaluator import ReIDEvaluator
 from compressreid.export.conventions import InputConvention
 from compressreid.export.parity import embedding_parity
+from compressreid.export.tensorrt_check import TRT_CHECKS
 from compressreid.gates import GateDecision, Judged
 from compressreid.quant.compare import Embedded, TestImages, evaluate_cached, quantization_parity
 from compressreid.quant.saturation import accumulation_bounds
@@ -23,8 +24,7 @@ RUNTIME_PARITY_IMAGES = 64
 # What a quantize run reports for each target's file besides its evaluation (gate-able names).
 QUANT_METRICS = ("cosine_mean", "cosine_min", "top10_overlap", "runtime_cosine_mean", "runtime_cosine_min",
                  "runtime_parity_images", "u8s8_pair_sum_max", "s8s8_pair_sum_max", "dot_sum_max", "integer_layers",
-                 "trt_unsupported_ops", "trt_qdq_not_symmetric_int8", "trt_per_axis_activation_scales",
-                 "trt_quantized_instance_norms", "trt_opset_over_max")
+                 *TRT_CHECKS)
 
 
 def numbers(data: Mapping[str, object]) -> Dict[str, float]:

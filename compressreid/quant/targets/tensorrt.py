@@ -17,7 +17,7 @@ from torch import nn
 from yacs.config import CfgNode
 
 from compressreid.errors import ConfigError
-from compressreid.export.tensorrt_check import SUPPORTED_OPS, check_for_tensorrt, unsupported_ops
+from compressreid.export.tensorrt_check import SUPPORTED_OPS, TRT_CHECKS, check_for_tensorrt, unsupported_ops
 from compressreid.quant.format import QuantFormat
 from compressreid.quant.targets.base import QuantTarget
 from compressreid.quant.targets.registry import register_target
@@ -68,14 +68,10 @@ class TensorRT(QuantTarget):
         return {k: float(v) for k, v in check_for_tensorrt(path).items() if k != "details"}
 
     def rules(self, runtime_here: bool) -> List[str]:
-        return ["trt_unsupported_ops <= 0", "trt_qdq_not_symmetric_int8 <= 0",
-                "trt_per_axis_activation_scales <= 0", "trt_quantized_instance_norms <= 0",
-                "trt_opset_over_max <= 0"]
+        return [f"{check} <= 0" for check in TRT_CHECKS]
 
     def certification(self, bounds: Dict[str, object], measured) -> Dict[str, Dict[str, object]]:
-        checks = {k: int(bounds.get(k, 0)) for k in ("trt_unsupported_ops", "trt_qdq_not_symmetric_int8",
-                                                     "trt_per_axis_activation_scales", "trt_quantized_instance_norms",
-                                                     "trt_opset_over_max")}
+        checks = {k: int(bounds.get(k, 0)) for k in TRT_CHECKS}
         holds = not any(checks.values())
         how = ("structural checks pass (parser operators, int8 zero points 0, per-tensor activations, InstanceNorm "
                "in float, opset); judged on the file's Q/DQ semantics; no engine built on this machine"
