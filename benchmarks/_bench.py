@@ -21,8 +21,10 @@ from compressreid.modeling import build_model
 from compressreid.quant.format import QuantFormat
 from compressreid.quant.ptq import WEIGHTED_OPS, preprocess, quantize_ptq
 
-# openvino: as our openvino target runs a file (compile_openvino: one model, dynamic batch);
-# openvino-static: the same file compiled once per batch size with static shapes (StaticBatchOpenVino).
+from _pair_timing import paired_ratios
+
+# openvino: one compiled model with a dynamic batch (compile_openvino(path, threads));
+# openvino-static: the same file compiled once per batch size with static shapes, as the openvino target runs it.
 RUNTIMES = ("onnxruntime", "openvino", "openvino-static")
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -203,4 +205,4 @@ def summarize(samples: Dict[str, List[List[float]]], batch: int) -> Dict[str, fl
 
 def paired_ratio(a: Dict[str, List[List[float]]], b: Dict[str, List[List[float]]], key: str = "wall") -> float:
     """Median over rounds of (round median of a) / (round median of b): > 1 means a is slower."""
-    return statistics.median(statistics.median(x) / statistics.median(y) for x, y in zip(a[key], b[key]))
+    return statistics.median(paired_ratios(a, b, key))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -23,7 +22,7 @@ from compressreid.quant.targets import QUANT_TARGETS
 
 import _bench
 from _pair_ladder import DEPLOY_SIZE, TEACHER_DEPLOY, Entry, build_student, build_teacher
-from _pair_timing import StabilityLimits, paired_ratios, speedup_metrics
+from _pair_timing import StabilityLimits, speedup_metrics
 
 TEACHER, STUDENT = "teacher FP32", "student INT8"
 RUNTIMES = ("onnxruntime", "openvino-static")  # ORT as our targets run it; OpenVINO compiled per batch (static)
@@ -179,7 +178,7 @@ def summarize_pair(samples, settings: SpeedSettings, runtimes: Dict[str, List[st
                                                       samples[(STUDENT, best[STUDENT], batch)], batch, settings.threads,
                                                       settings.limits)
         out["same_runtime_speedup"][f"b{batch}"] = {
-            rt: round(statistics.median(paired_ratios(samples[(TEACHER, rt, batch)], samples[(STUDENT, rt, batch)])), 3)
+            rt: round(_bench.paired_ratio(samples[(TEACHER, rt, batch)], samples[(STUDENT, rt, batch)]), 3)
             for rt in runtimes[TEACHER] if rt in runtimes[STUDENT]}
     return out
 
