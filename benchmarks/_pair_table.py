@@ -188,15 +188,18 @@ def markdown(rows: Sequence[Row], choice: Choice, targets: Targets, kind: str, b
 
 
 def plot(rows: Sequence[Row], choice: Choice, targets: Targets, kind: str, path: str) -> str:
-    """mAP share of the teacher vs INT8 speed-up at the target batch; frontier as a step line, chosen starred."""
+    """mAP share of the teacher vs INT8 speed-up at the target batch; frontier as a step line, chosen starred; entries
+    timed but without accuracy on a strip below, on the same speed axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
     b = targets.batch
     points = [r for r in rows if _num(r.get(f"speedup_b{b}")) and _num(r.get("share"))]
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    timed_only = [r for r in rows if _num(r.get(f"speedup_b{b}")) and not _num(r.get("share"))]
+    fig, (ax, strip) = plt.subplots(2, 1, figsize=(7.5, 5.6), sharex=True, gridspec_kw={"height_ratios": [5, 1]})
     for r in points:
         color = "tab:green" if r.get("meets") else "tab:blue" if r.get(f"stable_b{b}") else "tab:gray"
         ax.errorbar(r[f"speedup_b{b}"], 100 * r["share"], yerr=100 * r.get("share_std", 0.0), fmt="o", color=color,
@@ -211,15 +214,28 @@ def plot(rows: Sequence[Row], choice: Choice, targets: Targets, kind: str, path:
     for r in chosen:
         ax.plot(r[f"speedup_b{b}"], 100 * r["share"], "*", markersize=18, color="tab:red",
                 label=f"{'chosen' if choice.chosen else 'closest'}: {r['entry']}")
-    ax.axvline(targets.speedup, color="k", ls="--", lw=0.8)
+    for axis in (ax, strip):
+        axis.axvline(targets.speedup, color="k", ls="--", lw=0.8)
     ax.axhline(100 * targets.share, color="k", ls="--", lw=0.8)
-    ax.set_xscale("log")
-    size = next((r["size"] for r in points if r.get("size")), None)
+    for i, r in enumerate(sorted(timed_only, key=lambda r: r[f"speedup_b{b}"])):
+        strip.plot(r[f"speedup_b{b}"], 0, "o", mfc="none", color="tab:gray")
+        (dx, dy, ha) = ((4, 4, "left"), (4, -12, "left"), (4, 15, "left"))[i % 3]  # neighbours' labels apart
+        strip.annotate(r["entry"], (r[f"speedup_b{b}"], 0), textcoords="offset points", xytext=(dx, dy), ha=ha,
+                       fontsize=7, color="tab:gray")
+    strip.set_yticks([])
+    strip.set_ylim(-1, 1)
+    strip.set_ylabel("accuracy\nnot measured", fontsize=7, rotation=0, ha="right", va="center")
+    strip.set_xscale("log")
+    strip.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+    strip.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}×"))
+    strip.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
+    size = next((r["size"] for r in rows if r.get("size")), None)
     where = f", {size[0]}×{size[1]}" if size else ""
-    ax.set_xlabel(f"INT8 student speed-up over the FP32 teacher, batch {b}{where} (best runtime each)")
-    ax.set_ylabel("INT8 student mAP, % of the teacher's (synthetic, mean over seeds)")
+    strip.set_xlabel(f"INT8 student speed-up over the FP32 teacher, batch {b}{where} (best runtime each)")
+    ax.set_ylabel("INT8 student mAP, % of the teacher's\n(synthetic, mean over seeds)")
     ax.set_title(f"Pair selection on {kind}", fontsize=10)
-    ax.legend(fontsize=8, loc="lower left")
+    if front or chosen:
+        ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
