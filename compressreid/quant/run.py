@@ -278,10 +278,7 @@ class _Run:
         for batch, record in latency["int8"].items():
             latency[f"speedup_{batch}"] = round(self.fp32_latency[batch]["ms_p50"] / record["ms_p50"], 2)
         certification = target.certification(metrics, judge.measured)
-        stale = target.stale_files(self.run.path, primary)
-        for path in stale:
-            if os.path.exists(path):
-                os.remove(path)
+        _remove_stale(target, self.run.path, primary)
         files = target.package(candidate, self.run.path, primary, accepted)
         payload["model"] = os.path.basename(files[0])
         logger.info("%s INT8 %s: mAP %.2f (FP32 %.2f), cosine mean %.4f, runtime vs Q/DQ cosine min %s; %s",
@@ -294,6 +291,13 @@ class _Run:
                              fallback, latency, certification, os.path.getsize(files[0]),
                              {"runtime": target.runtime_note() if judge.measured else "not run here: judged on the "
                               "graph's Q/DQ semantics (ONNX Runtime, node by node)"})
+
+
+def _remove_stale(target: QuantTarget, folder: str, primary: bool) -> None:
+    """Delete the files (shipped or rejected) this target may have written into ``folder``."""
+    for path in target.stale_files(folder, primary):
+        if os.path.exists(path):
+            os.remove(path)
 
 
 def _entry(outcome: TargetOutcome, run: _Run) -> Dict[str, object]:
@@ -368,9 +372,7 @@ def run_quantize(cfg: CfgNode, run: RunDirectory, progress: bool = True, plan: O
         # a later target that cannot run (its runtime refuses the file) or an interrupt: no earlier target's file
         # stays behind looking shipped in a run that has no metrics and no card
         for i, target in enumerate(state.plan.targets):
-            for path in target.stale_files(run.path, i == 0):
-                if os.path.exists(path):
-                    os.remove(path)
+            _remove_stale(target, run.path, i == 0)
         raise
     payload = _payload(state, outcomes)
     entries = [_entry(o, state) for o in outcomes]
