@@ -18,11 +18,12 @@ from compressreid.errors import DataError
 
 
 class Float32RowFile:
-    """``(num_rows, dim)`` float32 rows in a temporary file, deleted by :meth:`close` (or the ``with`` block)."""
+    """``(num_rows, dim)`` float32 rows in an anonymous temporary file, freed by :meth:`close` (or the ``with``
+    block). On POSIX the file has no name from the start (``tempfile.TemporaryFile``), so a process that dies
+    (killed, out of memory) leaves nothing on disk: a million 512-d rows are 2 GB."""
 
     def __init__(self, dim: int, directory: Optional[str] = None):
-        fd, self.path = tempfile.mkstemp(prefix="gallery_", suffix=".f32", dir=directory)
-        self._file = os.fdopen(fd, "w+b")
+        self._file = tempfile.TemporaryFile(mode="w+b", prefix="gallery_", suffix=".f32", dir=directory)
         self.dim = dim
         self.num_rows = 0
 
@@ -43,13 +44,11 @@ class Float32RowFile:
             rows = buf[: min(block_rows, self.num_rows - start)]
             view = memoryview(rows).cast("B")
             if self._file.readinto(view) != view.nbytes:
-                raise DataError(f"{self.path}: file ended before row {start + len(rows)} of {self.num_rows}")
+                raise DataError(f"gallery row file: ended before row {start + len(rows)} of {self.num_rows}")
             yield start, rows
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-            os.unlink(self.path)
+        self._file.close()  # the file is gone with its last descriptor
 
     def __enter__(self) -> "Float32RowFile":
         return self
