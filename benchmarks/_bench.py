@@ -20,6 +20,7 @@ from compressreid.export.onnx_export import example_images
 from compressreid.modeling import build_model
 from compressreid.quant.format import QuantFormat
 from compressreid.quant.ptq import WEIGHTED_OPS, preprocess, quantize_ptq
+from compressreid.quant.refine import NEAREST, Refinement
 
 from _pair_timing import paired_ratios
 
@@ -57,11 +58,12 @@ def build_random_model(config: str, size: Sequence[int], opts: Sequence[str] = (
 
 # ---- INT8 files --------------------------------------------------------------------------------------------------
 def quantize_ours(fp32_path: str, out_path: str, batches: Sequence[torch.Tensor], fmt: QuantFormat,
-                  method: str = "minmax") -> str:
-    """Our PTQ as tools/quantize.py runs it for one target format (pre-processing + quantize_ptq, no fallback)."""
+                  method: str = "minmax", refinement: Refinement = NEAREST) -> str:
+    """Our PTQ as tools/quantize.py runs it for one target format (pre-processing + quantize_ptq, no fallback).
+    Timing benchmarks keep nearest rounding (the rounding does not change the graph a runtime executes)."""
     with tempfile.TemporaryDirectory(prefix="bench-ptq-") as tmp:
         prepared = preprocess(fp32_path, os.path.join(tmp, "prepared.onnx"))
-        return quantize_ptq(prepared, out_path, list(batches), method, fmt)
+        return quantize_ptq(prepared, out_path, list(batches), method, fmt, refinement=refinement)
 
 
 def single_images(batches: Sequence[torch.Tensor]) -> List[np.ndarray]:

@@ -45,6 +45,7 @@ from compressreid.quant.calibration import calibration_batches
 from compressreid.quant.compare import embed_images, evaluate_cached, load_test_images, quantization_parity
 from compressreid.quant.judge import in_convention
 from compressreid.quant.plan import check_quantize_inputs
+from compressreid.quant.refine import refinement_of
 
 import _bench
 import _ov_tuned
@@ -144,7 +145,7 @@ def make_files(args, cfg, plan, target, batches, images, folder: str) -> Dict[st
         fp32 = export_onnx(model, os.path.join(folder, "fp32.onnx"), plan.input_size, cfg.QUANT.OPSET)
     files = {"FP32": fp32,
              "ours": ours or _bench.quantize_ours(fp32, os.path.join(folder, "ours.onnx"), batches, target.fmt,
-                                                  cfg.QUANT.CALIBRATION.METHOD)}
+                                                  cfg.QUANT.CALIBRATION.METHOD, refinement_of(cfg))}
     for i, text in enumerate(args.ov_tuned):
         files[f"ours {text}"] = _ov_tuned.quantize_ov_tuned(fp32, os.path.join(folder, f"ours_ov{i}.onnx"), batches,
                                                            target.fmt, _ov_tuned.parse_variant(text),

@@ -25,3 +25,16 @@ def warm_backbone_norms(model: torch.nn.Module, input_size: Sequence[int]) -> to
     for norm in norms:
         norm.momentum = 0.1
     return model.eval()
+
+
+def tiny_resnet18(input_size: Sequence[int]) -> torch.nn.Module:
+    """A ResNet-18 at 1/8 width with a BNNeck head and no classifier, seed 0, norms warmed, in eval mode."""
+    from compressreid.config import get_cfg
+    from compressreid.modeling import build_model
+
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.DEPTH = "18x"
+    cfg.MODEL.BACKBONE.WIDTH = 0.125
+    cfg.INPUT.SIZE_TEST = list(input_size)
+    torch.manual_seed(0)
+    return warm_backbone_norms(build_model(cfg, num_classes=0), input_size)

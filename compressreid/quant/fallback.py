@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+import onnx
 from tqdm import tqdm
 
 from compressreid.quant.format import QuantFormat
 from compressreid.quant.ptq import calibrate, quantize_ptq, weighted_layers
+from compressreid.quant.refine import NEAREST, Refinement, integer_weight_codes
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +37,29 @@ class LayerSensitivity:
 
 
 def ptq_quantizer(prepared_path: str, batches, method: str, fmt: QuantFormat, percentile: float,
-                  histogram_bins: int = 2048, cache: str = "") -> Quantizer:
+                  histogram_bins: int = 2048, cache: str = "", refinement: Refinement = NEAREST) -> Quantizer:
     """Quantizes any subset of layers in ``fmt`` with one calibration: ``cache`` (from ``calibrate`` on this graph),
-    or calibrated here once (the ranges go to a cache beside the graph)."""
+    or calibrated here once (the ranges go to a cache beside the graph); each file refined by ``refinement``."""
     cache = cache or calibrate(prepared_path, batches, os.path.splitext(prepared_path)[0] + ".calibration.json",
                                method, percentile, histogram_bins)
+    # GPTQ's codes of the all-INT8 model, computed once: every later quantization (one layer alone for the
+    # sensitivity scan, all but a few for the fallback) reuses them instead of refining every layer again
+    codes: Dict[str, np.ndarray] = {}
+
+    def run(out_path: str, exclude: Sequence[str], only: Sequence[str], rounding: Refinement) -> str:
+        return quantize_ptq(prepared_path, out_path, batches, method, fmt, percentile, exclude, only,
+                            histogram_bins, calibration_cache=cache, refinement=rounding, weight_codes=codes)
 
     def quantize(out_path: str, exclude: Sequence[str] = (), only: Sequence[str] = ()) -> str:
-        return quantize_ptq(prepared_path, out_path, batches, method, fmt, percentile, exclude, only,
-                            histogram_bins, calibration_cache=cache)
+        if refinement.weight_rounding == "nearest":
+            return run(out_path, exclude, only, refinement)
+        if not codes:
+            full = out_path if not (exclude or only) else os.path.splitext(prepared_path)[0] + ".all_int8.onnx"
+            codes.update(integer_weight_codes(onnx.load(run(full, (), (), refinement))))
+            if full == out_path:
+                return out_path
+            os.remove(full)
+        return run(out_path, exclude, only, replace(refinement, weight_rounding="nearest"))
     return quantize
 
 

@@ -21,6 +21,7 @@ from compressreid.gates import GateSpec
 from compressreid.quant.compare import MATCH_FPRS
 from compressreid.quant.judge import QUANT_METRICS, numbers
 from compressreid.quant.ptq import check_activation_type, check_calibration_method, check_histogram_bins
+from compressreid.quant.refine import Refinement
 from compressreid.quant.targets import QuantTarget, build_targets
 
 METHODS = ("ptq", "qat")
@@ -61,6 +62,7 @@ def _check_quant_keys(q: CfgNode) -> None:
     if q.CALIBRATION.NUM_IMAGES < 1 or q.CALIBRATION.BATCH_SIZE < 1:
         raise ConfigError("QUANT.CALIBRATION.NUM_IMAGES and BATCH_SIZE must be >= 1 (calibration needs training "
                           f"images), got {q.CALIBRATION.NUM_IMAGES} and {q.CALIBRATION.BATCH_SIZE}")
+    Refinement(q.WEIGHT_ROUNDING, bool(q.BIAS_CORRECTION))  # an unknown rounding is refused here
     if q.WEIGHT_BITS not in (0, 7, 8):
         raise ConfigError(f"QUANT.WEIGHT_BITS is {q.WEIGHT_BITS}: expected 0 (each target's own), 7 or 8")
     if any(b < 1 for b in q.BENCHMARK.BATCHES):

@@ -22,6 +22,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from compressreid.errors import ConfigError, ExportError
 from compressreid.quant.calibration import BatchReader
 from compressreid.quant.format import QuantFormat
+from compressreid.quant.refine import NEAREST, Refinement, refine_qdq, set_weight_codes
 
 logger = logging.getLogger(__name__)
 
@@ -253,16 +254,21 @@ def calibrate(prepared_path: str, batches: Sequence[torch.Tensor], cache_path: s
 
 def quantize_ptq(prepared_path: str, out_path: str, batches: Sequence[torch.Tensor], method: str = "minmax",
                  fmt: QuantFormat = QuantFormat(), percentile: float = 99.999, exclude: Sequence[str] = (),
-                 only: Sequence[str] = (), histogram_bins: int = 2048, calibration_cache: str = "") -> str:
+                 only: Sequence[str] = (), histogram_bins: int = 2048, calibration_cache: str = "",
+                 refinement: Refinement = NEAREST, weight_codes: Optional[Dict[str, np.ndarray]] = None) -> str:
     """Quantize a pre-processed FP32 graph to QDQ INT8 in format ``fmt``, written atomically.
 
     The format maps onto quantize_static's own options: activation type and ``ActivationSymmetric``, and for
-    7-bit weights ``reduce_range`` (int8 weights in [-64, 64], scale max|w| / 64; activations unchanged).
+    7-bit weights ``reduce_range`` (int8 weights in [-64, 64], scale max|w| / 64; activations unchanged). Then
+    ``refinement`` (compressreid.quant.refine: GPTQ weight rounding, bias correction) runs on ``batches``, keeping
+    the format.
 
     Args:
         exclude: node names kept in FP32 (accuracy-aware fallback).
         only: quantize these nodes alone (per-layer sensitivity); empty = every supported node.
         calibration_cache: ranges from :func:`calibrate` for this graph and ``method``; empty = calibrate here.
+        weight_codes: int8 weight codes by layer name, from an earlier quantization of this graph in this format
+            (same scales), used for those layers instead of ``refinement``'s rounding (which then rounds the rest).
     """
     calibrate_method = check_calibration_method(method)
     activations = check_activation_type(fmt.activations)
@@ -281,7 +287,13 @@ def quantize_ptq(prepared_path: str, out_path: str, batches: Sequence[torch.Tens
                                        "QuantizeBias": fmt.quantized_bias},
                         calibration_cache_path=cache)
         quantized = onnx.load(tmp)
-        if feed_float_layers_float(quantized, prepared_path):
+        changed = bool(feed_float_layers_float(quantized, prepared_path))
+        fixed = set_weight_codes(quantized, weight_codes) if weight_codes else []
+        if refinement.active and refine_qdq(quantized, onnx.load(prepared_path), batches, refinement,
+                                            fmt.weight_qmax, fixed):
+            changed = True
+        changed = changed or bool(fixed)
+        if changed:
             onnx.save(quantized, tmp)
         os.replace(tmp, out_path)
     except ExportError:

@@ -37,6 +37,7 @@ from compressreid.quant.fallback import accuracy_aware_fallback, layer_sensitivi
 from compressreid.quant.judge import TargetJudge, in_convention, numbers
 from compressreid.quant.plan import QuantPlan, check_quantize_inputs, quantize_verdict, source_metrics
 from compressreid.quant.ptq import calibrate, preprocess
+from compressreid.quant.refine import refinement_of
 from compressreid.quant.targets import QuantTarget
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class _Graphs:
             c = self.cfg.QUANT.CALIBRATION
             batches = [target.convention.from_rgb255(b) for b in self.batches]
             self.quantizers[key] = ptq_quantizer(prepared, batches, c.METHOD, target.fmt, c.PERCENTILE,
-                                                 c.HISTOGRAM_BINS, cache=cache)
+                                                 c.HISTOGRAM_BINS, cache=cache, refinement=refinement_of(self.cfg))
         return prepared, self.quantizers[key]
 
 
@@ -132,6 +133,7 @@ def _method_info(cfg: CfgNode, batches) -> Dict[str, object]:
                                   if q.CALIBRATION.METHOD == "percentile" else {}),
                                **({"histogram_bins": q.CALIBRATION.HISTOGRAM_BINS}
                                   if q.CALIBRATION.METHOD != "minmax" else {})}
+        info["refinement"] = refinement_of(cfg).describe()
     return info
 
 

@@ -11,7 +11,7 @@ kernel tap; im2col GEMMs pair adjacent K).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import onnx
@@ -66,25 +66,32 @@ def layer_bound(name: str, node: onnx.NodeProto, weight: np.ndarray) -> Optional
     return LayerBound(name, int(u8_pairs.max()), int(s8_pairs.max()), int(dots.max()))
 
 
-def integer_layers(model: onnx.ModelProto) -> List[LayerBound]:
-    """Every weighted node fed an 8-bit weight and a dequantized activation (what runtimes fuse into integer
-    kernels), with its bound; layers kept in float (fallback) are not integer layers."""
+def int8_weighted_nodes(model: onnx.ModelProto) -> List[Tuple[onnx.NodeProto, onnx.NodeProto]]:
+    """Every weighted node fed an int8 weight initializer and a dequantized activation (what runtimes fuse into
+    integer kernels), in graph order, with its weight's DequantizeLinear; layers kept in float (fallback) and u8
+    weights (U8U8 kernels widen to int16 first: exact) are not listed."""
     graph = model.graph
     producers = {out: node for node in graph.node for out in node.output}
-    initializers = {t.name: t for t in graph.initializer}
-    bounds = []
+    int8_initializers = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.INT8}
+    found = []
     for node in graph.node:
         if node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
             continue
         activation, weight = producers.get(node.input[0]), producers.get(node.input[1])
         if activation is None or activation.op_type != "DequantizeLinear":
             continue
-        if weight is None or weight.op_type != "DequantizeLinear" or weight.input[0] not in initializers:
+        if weight is None or weight.op_type != "DequantizeLinear" or weight.input[0] not in int8_initializers:
             continue
-        values = numpy_helper.to_array(initializers[weight.input[0]])
-        if values.dtype != np.int8:  # u8 weights run in U8U8 kernels, which widen to int16 first: exact
-            continue
-        bound = layer_bound(node.name or node.output[0], node, values)
+        found.append((node, weight))
+    return found
+
+
+def integer_layers(model: onnx.ModelProto) -> List[LayerBound]:
+    """Every integer layer (:func:`int8_weighted_nodes`) with its bound."""
+    initializers = {t.name: t for t in model.graph.initializer}
+    bounds = []
+    for node, weight in int8_weighted_nodes(model):
+        bound = layer_bound(node.name or node.output[0], node, numpy_helper.to_array(initializers[weight.input[0]]))
         if bound is not None:
             bounds.append(bound)
     return bounds

@@ -13,17 +13,15 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from compressreid.config import get_cfg
 from compressreid.errors import ConfigError, ExportError
 from compressreid.export.onnx_export import example_images, export_onnx
 from compressreid.export.ort_model import ort_session
-from compressreid.modeling import build_model
 from compressreid.quant.format import QuantFormat
 from compressreid.quant.ptq import (ACTIVATION_TYPES, CALIBRATION_METHODS, calibrate, preprocess, quantize_ptq,
                                     weighted_layers)
 from compressreid.quant.saturation import accumulation_bounds
 
-from tiny_models import warm_backbone_norms
+from tiny_models import tiny_resnet18
 
 SIZE = (32, 16)
 HEAD_OPS = ("ReduceMean", "GlobalAveragePool", "BatchNormalization", "Reshape", "Flatten")
@@ -32,12 +30,7 @@ HEAD_OPS = ("ReduceMean", "GlobalAveragePool", "BatchNormalization", "Reshape", 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """A tiny ResNet-18 (BNNeck head) exported once and pre-processed once: (fp32 path, prepared path, model)."""
-    cfg = get_cfg()
-    cfg.MODEL.BACKBONE.DEPTH = "18x"
-    cfg.MODEL.BACKBONE.WIDTH = 0.125
-    cfg.INPUT.SIZE_TEST = list(SIZE)
-    torch.manual_seed(0)
-    model = warm_backbone_norms(build_model(cfg, num_classes=0), SIZE)
+    model = tiny_resnet18(SIZE)
     folder = tmp_path_factory.mktemp("ptq")
     fp32 = export_onnx(model, str(folder / "fp32.onnx"), SIZE)
     return fp32, preprocess(fp32, str(folder / "prepared.onnx")), model

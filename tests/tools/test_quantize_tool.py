@@ -119,6 +119,8 @@ def test_accepted_run_ships_the_int8_model_and_its_card(accepted):
     calibration = card["quantization"]["calibration"]
     assert calibration == {"split": "train", "images": 8, "method": "minmax", "seed": 0}
     assert card["quantization"]["format"] == "QDQ"
+    assert card["quantization"]["refinement"] == {"weight_rounding": "gptq", "bias_correction": False,
+                                                  "gptq_damp": 0.01}
     assert set(card["metrics"]) >= {"int8", "fp32"} and all(g["passed"] for g in card["gates"])
     # the stage's three rules, then the portable target's own: the accumulation bound of every CPU kind it claims
     # and its runtime's agreement with the file's Q/DQ semantics
@@ -239,6 +241,8 @@ BAD_INPUT = {
     "unknown_method": (lambda t: ["QUANT.METHOD", "foo"], "QUANT.METHOD 'foo' is unknown"),
     "unknown_calibration": (lambda t: ["QUANT.CALIBRATION.METHOD", "foo"], "QUANT.CALIBRATION.METHOD 'foo'"),
     "unknown_activation_type": (lambda t: ["QUANT.ACTIVATION_TYPE", "int4"], "QUANT.ACTIVATION_TYPE 'int4'"),
+    "unknown_weight_rounding": (lambda t: ["QUANT.WEIGHT_ROUNDING", "adaround"],
+                                "QUANT.WEIGHT_ROUNDING 'adaround' is unknown"),
     "onnx_input_size": (lambda t: ["QUANT.SOURCE", write_graph(t / "big.onnx", 64, 32)],
                         "takes 64x32 images but INPUT.SIZE_TEST is 32x16"),
     "onnx_card_disagrees": (_card_disagreeing, "embedding_dim 999 vs graph 3"),

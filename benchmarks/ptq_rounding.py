@@ -1,0 +1,111 @@
+"""PTQ weight rounding and bias correction, measured: each trained model quantized in one target's format with
+every refinement (compressreid.quant.refine) over several calibration samples, all-INT8 (no fallback), each file
+judged in its target's runtime (as tools/quantize.py judges it) on the model's query/gallery against its FP32 self.
+
+    python benchmarks/ptq_rounding.py output/q8/r18q_s0_ptq output/q8/demo_ptq --seeds 0 1 2
+
+Each argument is a tools/quantize.py run folder (its config.yaml and student_fp32.onnx are read: same FP32 graph,
+same calibration settings, same evaluator). Prints mAP drop (FP32 - INT8) and embedding cosine mean/min per seed, then
+mean +- standard deviation over seeds per refinement, with the CPU kind; ``--json`` keeps every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from typing import Dict, List
+
+import torch
+
+from compressreid.config import load_config
+from compressreid.data.build import load_test_sets
+from compressreid.evaluation.evaluator import ReIDEvaluator
+from compressreid.export.cpu import cpu_flags, this_kind
+from compressreid.export.ort_model import OrtEmbedder
+from compressreid.quant.calibration import calibration_batches
+from compressreid.quant.compare import evaluate_cached, load_test_images, quantization_parity
+from compressreid.quant.ptq import calibrate, preprocess, quantize_ptq
+from compressreid.quant.refine import Refinement
+from compressreid.quant.targets import build_targets
+
+REFINEMENTS = {"nearest": Refinement("nearest", False), "bias": Refinement("nearest", True),
+               "gptq": Refinement("gptq", False), "gptq+bias": Refinement("gptq", True)}
+
+
+def measure(run: str, target_name: str, seeds: List[int], refinements: List[str], threads: int) -> List[Dict]:
+    """One row per (seed, refinement) of one quantize run folder."""
+    cfg = load_config(os.path.join(run, "config.yaml"), ["QUANT.TARGETS", repr((target_name,))])
+    target = build_targets(cfg)[0]
+    images = load_test_images(cfg, load_test_sets(cfg)[0])
+    evaluator = ReIDEvaluator.from_config(cfg)
+    fp32_path = os.path.join(run, "student_fp32.onnx")
+    fp32 = evaluate_cached(evaluator, OrtEmbedder(fp32_path, threads=threads), images)
+    fp32_map = float(fp32.result.metrics["mAP"])
+    c = cfg.QUANT.CALIBRATION
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ptq-rounding-") as tmp:
+        prepared = preprocess(fp32_path, os.path.join(tmp, "prepared.onnx"))
+        for seed in seeds:
+            batches = calibration_batches(cfg, c.NUM_IMAGES, c.BATCH_SIZE, seed)
+            cache = calibrate(prepared, batches, os.path.join(tmp, f"seed{seed}.json"), c.METHOD, c.PERCENTILE,
+                              c.HISTOGRAM_BINS)
+            for name in refinements:
+                start = time.perf_counter()
+                path = quantize_ptq(prepared, os.path.join(tmp, "int8.onnx"), batches, c.METHOD, target.fmt,
+                                    c.PERCENTILE, histogram_bins=c.HISTOGRAM_BINS, calibration_cache=cache,
+                                    refinement=REFINEMENTS[name])
+                seconds = time.perf_counter() - start
+                int8 = evaluate_cached(evaluator, target.judged_model(path, threads), images)  # its own runtime
+                parity = quantization_parity(fp32, int8, cfg.TEST.METRIC)
+                rows.append({"run": os.path.basename(os.path.normpath(run)), "target": target_name, "seed": seed,
+                             "refinement": name, "fp32_mAP": fp32_map,
+                             "mAP_drop": fp32_map - float(int8.result.metrics["mAP"]),
+                             "cosine_mean": parity["cosine_mean"], "cosine_min": parity["cosine_min"],
+                             "quantize_s": seconds})
+                print(f"{rows[-1]['run']} seed {seed} {name:9s}: mAP drop {rows[-1]['mAP_drop']:+.2f}, cosine "
+                      f"{parity['cosine_mean']:.4f} / {parity['cosine_min']:.4f} ({seconds:.0f} s)", flush=True)
+    return rows
+
+
+def table(rows: List[Dict]) -> str:
+    """Markdown: per run and refinement, mean +- std over seeds and each seed's mAP drop."""
+    lines = ["| run (FP32 mAP) | rounding | mAP drop, mean ± std (per seed) | cosine mean | cosine min (worst) |"
+             " quantize s |", "| --- | --- | --- | --- | --- | --- |"]
+    keys = list(dict.fromkeys((r["run"], r["refinement"]) for r in rows))
+    for run, name in keys:
+        group = [r for r in rows if r["run"] == run and r["refinement"] == name]
+        drops = [r["mAP_drop"] for r in group]
+        spread = statistics.stdev(drops) if len(drops) > 1 else 0.0
+        lines.append(f"| {run} ({group[0]['fp32_mAP']:.2f}) | {name} | {statistics.mean(drops):+.2f} ± {spread:.2f} "
+                     f"({' / '.join(f'{d:+.2f}' for d in drops)}) | "
+                     f"{statistics.mean(r['cosine_mean'] for r in group):.4f} | "
+                     f"{min(r['cosine_min'] for r in group):.4f} | "
+                     f"{statistics.mean(r['quantize_s'] for r in group):.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="tools/quantize.py run folders (config.yaml + student_fp32.onnx)")
+    parser.add_argument("--target", default="ort_portable", help="whose format (QUANT.TARGETS name)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="calibration samples")
+    parser.add_argument("--refinements", nargs="+", default=list(REFINEMENTS), choices=list(REFINEMENTS))
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = its default)")
+    parser.add_argument("--json", default="", help="write every row here")
+    args = parser.parse_args()
+    torch.set_num_threads(max(args.threads, 1) if args.threads else torch.get_num_threads())
+    flags = cpu_flags()
+    print(f"CPU: {this_kind().name} ({', '.join(k for k, v in flags.items() if v) or 'no listed features'})")
+    rows = [row for run in args.runs for row in measure(run, args.target, args.seeds, args.refinements, args.threads)]
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump({"cpu": this_kind().name, "cpu_flags": flags, "rows": rows}, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
