@@ -157,11 +157,15 @@ def collect(entry: Entry, seed: int, out: str) -> Dict[str, object]:
     """What one entry and seed reached: teacher / student FP32 / pruned / INT8 mAP, the INT8 verdict, statuses."""
     distill = _metrics(run_folder(out, entry.base.name, seed, "distill")) or {}
     quant = _metrics(run_folder(out, entry.name, seed, "quantize")) or {}
+    status = quant.get("status") or read_status(run_folder(out, entry.name, seed, "quantize"))
+    distill_status = read_status(run_folder(out, entry.base.name, seed, "distill"))
+    if not status and distill_status not in ("", "accepted"):  # the chain stopped before INT8: say where and why
+        fp32 = distill.get("mAP")
+        status = f"distill {distill_status}" + (f" (FP32 mAP {fp32:.1f})" if isinstance(fp32, (int, float)) else "")
     row: Dict[str, object] = {"entry": entry.name, "seed": seed,
                               "teacher_mAP": (distill.get("teacher") or {}).get("mAP"),
                               "fp32_mAP": distill.get("mAP"), "int8_mAP": quant.get("mAP"),
-                              "int8_status": quant.get("status", read_status(run_folder(out, entry.name, seed,
-                                                                                        "quantize")) or "missing")}
+                              "int8_status": status or "missing"}
     if entry.prune:
         row["pruned_mAP"] = (_metrics(run_folder(out, entry.name, seed, "prune")) or {}).get("mAP")
     if isinstance(row["int8_mAP"], (int, float)) and isinstance(row["teacher_mAP"], (int, float)):

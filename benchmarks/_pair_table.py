@@ -189,7 +189,8 @@ def markdown(rows: Sequence[Row], choice: Choice, targets: Targets, kind: str, b
 
 def plot(rows: Sequence[Row], choice: Choice, targets: Targets, kind: str, path: str) -> str:
     """mAP share of the teacher vs INT8 speed-up at the target batch; frontier as a step line, chosen starred; entries
-    timed but without accuracy on a strip below, on the same speed axis."""
+    timed but without an INT8 accuracy (not trained, or stopped before INT8: said in the label) on a strip below, on
+    the same speed axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,11 +221,12 @@ def plot(rows: Sequence[Row], choice: Choice, targets: Targets, kind: str, path:
     for i, r in enumerate(sorted(timed_only, key=lambda r: r[f"speedup_b{b}"])):
         strip.plot(r[f"speedup_b{b}"], 0, "o", mfc="none", color="tab:gray")
         (dx, dy, ha) = ((4, 4, "left"), (4, -12, "left"), (4, 15, "left"))[i % 3]  # neighbours' labels apart
-        strip.annotate(r["entry"], (r[f"speedup_b{b}"], 0), textcoords="offset points", xytext=(dx, dy), ha=ha,
+        label = r["entry"] + (" (distillation rejected)" if "distill rejected" in r.get("accuracy_note", "") else "")
+        strip.annotate(label, (r[f"speedup_b{b}"], 0), textcoords="offset points", xytext=(dx, dy), ha=ha,
                        fontsize=7, color="tab:gray")
     strip.set_yticks([])
     strip.set_ylim(-1, 1)
-    strip.set_ylabel("accuracy\nnot measured", fontsize=7, rotation=0, ha="right", va="center")
+    strip.set_ylabel("no INT8\naccuracy", fontsize=7, rotation=0, ha="right", va="center")
     strip.set_xscale("log")
     strip.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
     strip.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}×"))

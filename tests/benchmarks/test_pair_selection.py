@@ -219,6 +219,10 @@ def test_collect_reads_teacher_fp32_and_int8(bench, tmp_path):
     row = acc.collect(entry, 0, str(tmp_path))
     assert row["teacher_mAP"] == 76.0 and row["int8_status"] == "rejected"
     assert row["share"] == pytest.approx(70.0 / 76.0)
+    other = bench.ladder.parse_entry("r18_w0.75")  # distillation rejected: no INT8 run, the reason is reported
+    write_status(acc.run_folder(str(tmp_path), "r18_w0.75", 0, "distill"), "rejected")
+    assert acc.collect(other, 0, str(tmp_path))["int8_status"] == "distill rejected (FP32 mAP 70.0)"
+    assert acc.collect(other, 1, str(tmp_path))["int8_status"] == "missing"
 
 
 # ---- the recipe ----------------------------------------------------------------------------------------------------
