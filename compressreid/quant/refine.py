@@ -18,6 +18,7 @@ correction on top of it did not help, so QUANT.BIAS_CORRECTION is off by default
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Collection, Dict, Iterator, List, Sequence
 
@@ -28,6 +29,7 @@ import onnx.utils
 import onnxruntime as ort
 import torch
 from onnx import helper, numpy_helper
+from tqdm import tqdm
 
 from compressreid.errors import ConfigError
 from compressreid.quant.gptq import DEFAULT_DAMP, conv_input_gram, gptq_round
@@ -115,6 +117,12 @@ def _attribute(node: onnx.NodeProto, name: str, default):
     return default
 
 
+def _plain_conv2d(node: onnx.NodeProto, weight: np.ndarray) -> bool:
+    """A 2-D Conv with explicit pads (what torch exports): the layers GPTQ re-rounds; others keep nearest rounding."""
+    return node.op_type == "Conv" and weight.ndim == 4 and _attribute(node, "auto_pad", b"NOTSET") in (b"NOTSET",
+                                                                                                        "NOTSET")
+
+
 def _gptq_conv(model: onnx.ModelProto, node: onnx.NodeProto, weight_dq: onnx.NodeProto, fp32_weight: np.ndarray,
                batches: Sequence[torch.Tensor], qmax: int, damp: float) -> None:
     """Replace a Conv's int8 weight codes by GPTQ's, on the inputs the graph gives it now (in place)."""
@@ -200,13 +208,19 @@ def refine_qdq(model: onnx.ModelProto, fp32: onnx.ModelProto, batches: Sequence[
         means = _channel_means(fp32, outputs, batches)
         references = {node.name: means[out] for (node, _), out in zip(layers, outputs)}
     refined: List[str] = []
-    for node, weight in layers:
-        if refinement.weight_rounding == "gptq" and node.op_type == "Conv" and node.name not in fixed:
+    start = time.perf_counter()
+    steps = tqdm(layers, desc=f"PTQ refinement ({refinement.weight_rounding} rounding"
+                 f"{', bias correction' if refinement.bias_correction else ''})", unit="layer", leave=False,
+                 dynamic_ncols=True, disable=None)  # a bar with ETA on a terminal, nothing in logs
+    for node, weight in steps:
+        if refinement.weight_rounding == "gptq" and node.name not in fixed:
             fp32_weight = numpy_helper.to_array(fp32_weights[fp32_nodes[node.name].input[1]])
-            _gptq_conv(model, node, weight, fp32_weight, batches, weight_qmax, refinement.damp)
+            if _plain_conv2d(node, fp32_weight):
+                _gptq_conv(model, node, weight, fp32_weight, batches, weight_qmax, refinement.damp)
         if refinement.bias_correction:
             got = _channel_means(model, [node.output[0]], batches)[node.output[0]]
             _correct_bias(model, node, references[node.name] - got)
         refined.append(node.name)
-    logger.debug("refined %d integer layers (%s)", len(refined), refinement.describe())
+    logger.info("PTQ refinement: %d integer layers in %.1f s (%s)", len(refined), time.perf_counter() - start,
+                refinement.describe())
     return refined
