@@ -42,6 +42,7 @@ def ptq_quantizer(prepared_path: str, batches, method: str, fmt: QuantFormat, pe
     or calibrated here once (the ranges go to a cache beside the graph); each file refined by ``refinement``."""
     cache = cache or calibrate(prepared_path, batches, os.path.splitext(prepared_path)[0] + ".calibration.json",
                                method, percentile, histogram_bins)
+    refinement = refinement.for_format(fmt.weight_bits)
     # GPTQ's codes of the all-INT8 model, computed once: every later quantization (one layer alone for the
     # sensitivity scan, all but a few for the fallback) reuses them instead of refining every layer again
     codes: Dict[str, np.ndarray] = {}

@@ -289,6 +289,7 @@ def quantize_ptq(prepared_path: str, out_path: str, batches: Sequence[torch.Tens
         quantized = onnx.load(tmp)
         changed = bool(feed_float_layers_float(quantized, prepared_path))
         fixed = set_weight_codes(quantized, weight_codes) if weight_codes else []
+        refinement = refinement.for_format(fmt.weight_bits)
         if refinement.active and refine_qdq(quantized, onnx.load(prepared_path), batches, refinement,
                                             fmt.weight_qmax, fixed):
             changed = True

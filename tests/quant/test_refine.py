@@ -80,6 +80,13 @@ def test_conv_input_gram_gives_the_convolution_output_energy(groups, dilation):
                                               rel=1e-4)
 
 
+def test_auto_rounding_is_gptq_for_7bit_weights_and_nearest_for_8bit():
+    assert Refinement().weight_rounding == "auto"
+    assert Refinement().for_format(7).weight_rounding == "gptq"
+    assert Refinement().for_format(8).weight_rounding == "nearest"
+    assert Refinement("gptq").for_format(8).weight_rounding == "gptq"  # asked for explicitly: kept
+
+
 def test_an_unknown_rounding_is_refused():
     with pytest.raises(ConfigError, match="QUANT.WEIGHT_ROUNDING 'adaround' is unknown"):
         Refinement("adaround")
@@ -95,7 +102,8 @@ def files(tmp_path_factory):
     batches = [example_images(SIZE, 8, seed=s) for s in (20, 21)]
     cache = calibrate(prepared, batches, str(folder / "cal.json"))
     out = {}
-    for name, refinement in (("nearest", NEAREST), ("bias", Refinement("nearest", True)), ("gptq", Refinement())):
+    for name, refinement in (("nearest", NEAREST), ("bias", Refinement("nearest", True)),
+                             ("gptq", Refinement("gptq"))):
         out[name] = quantize_ptq(prepared, str(folder / f"{name}.onnx"), batches, fmt=QuantFormat(),
                                  calibration_cache=cache, refinement=refinement)
     return prepared, batches, out

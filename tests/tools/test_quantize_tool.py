@@ -119,8 +119,8 @@ def test_accepted_run_ships_the_int8_model_and_its_card(accepted):
     calibration = card["quantization"]["calibration"]
     assert calibration == {"split": "train", "images": 8, "method": "minmax", "seed": 0}
     assert card["quantization"]["format"] == "QDQ"
-    assert card["quantization"]["refinement"] == {"weight_rounding": "gptq", "bias_correction": False,
-                                                  "gptq_damp": 0.01}
+    assert card["quantization"]["refinement"] == {"weight_rounding": "auto", "bias_correction": False,
+                                                  "gptq_weight_bits": [7], "gptq_damp": 0.01}
     assert set(card["metrics"]) >= {"int8", "fp32"} and all(g["passed"] for g in card["gates"])
     # the stage's three rules, then the portable target's own: the accumulation bound of every CPU kind it claims
     # and its runtime's agreement with the file's Q/DQ semantics
