@@ -433,13 +433,15 @@ _C.QUANT.CALIBRATION.BATCH_SIZE = 32
 # PTQ only: how the integer weights are rounded after calibration. "gptq": each convolution's weights rounded
 # to minimise its output error on the calibration images (GPTQ, compressreid.quant.gptq), layer by layer on what
 # the quantized layers before it produce; "nearest": ONNX Runtime's quantize_static rounding; "auto": GPTQ for the
-# formats with 7-bit weights (the portable targets), nearest for 8-bit weights. Same format and scales either way.
+# formats with 7-bit weights (the portable targets), and when that file fails a TEST.GATES rule the nearest-rounded
+# file is judged too and ships if it passes (before any FP32 fallback); nearest for 8-bit weights. Same format and
+# scales either way.
 # Measured (AVX2, 3 calibration samples; README, "PTQ weight rounding"): 7-bit, ResNet-18 1/4, mAP drop 0.49 ->
 # 0.08, embedding cosine 0.9888 -> 0.9937; 8-bit, no mAP gain on ResNet-18 1/4 or ResNet-18-IBN 1/4.
 _C.QUANT.WEIGHT_ROUNDING = "auto"
 # PTQ only: add to each integer layer's bias the mean shift quantization puts on its output channels (FP32 graph
-# minus quantized graph, over the calibration images, layer by layer). Off: after GPTQ it left the embedding
-# cosine unchanged and lowered mAP on 3 of 4 models measured (MobileNetV3-small: drop 1.06 -> 1.50, 3 samples).
+# minus quantized graph, over the calibration images, layer by layer). Off: on top of GPTQ it raised the mAP drop
+# on 3 of 4 models measured (MobileNetV3-small: 1.06 -> 1.34, 3 calibration samples; README).
 _C.QUANT.BIAS_CORRECTION = False
 _C.QUANT.FALLBACK = CN()
 # When a gate fails, keep the most sensitive layers in FP32 (one more at a time) until the gates pass.

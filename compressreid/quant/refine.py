@@ -51,7 +51,8 @@ class Refinement:
 
     Attributes:
         weight_rounding: "nearest" (quantize_static's own), "gptq" (convolution weights; other layers keep
-            nearest rounding) or "auto" (GPTQ for 7-bit weight formats, nearest for 8-bit: :meth:`for_format`).
+            nearest rounding) or "auto" (GPTQ for 7-bit weight formats, nearest for 8-bit: :meth:`for_format`;
+            the quantize run also judges the nearest-rounded file when GPTQ's fails a gate).
         bias_correction: correct each integer layer's bias for the mean shift of its output.
         damp: GPTQ's dampening, a share of the mean diagonal of the input second moment.
     """

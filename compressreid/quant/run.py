@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
@@ -37,7 +37,7 @@ from compressreid.quant.fallback import accuracy_aware_fallback, layer_sensitivi
 from compressreid.quant.judge import TargetJudge, in_convention, numbers
 from compressreid.quant.plan import QuantPlan, check_quantize_inputs, quantize_verdict, source_metrics
 from compressreid.quant.ptq import calibrate, preprocess
-from compressreid.quant.refine import refinement_of
+from compressreid.quant.refine import Refinement, refinement_of
 from compressreid.quant.targets import QuantTarget
 
 logger = logging.getLogger(__name__)
@@ -80,15 +80,17 @@ class _Graphs:
             self.prepared[convention.name] = (prepared, cache)
         return self.prepared[convention.name]
 
-    def quantizer(self, target: QuantTarget):
-        """(pre-processed graph, quantize(out, exclude, only)) for the target's convention and format."""
+    def quantizer(self, target: QuantTarget, refinement: Optional[Refinement] = None):
+        """(pre-processed graph, quantize(out, exclude, only)) for the target's convention and format, refined as
+        the config asks (or by ``refinement``)."""
         prepared, cache = self._prepared(target.convention)
-        key = (target.convention.name, target.fmt)
+        refinement = (refinement or refinement_of(self.cfg)).for_format(target.fmt.weight_bits)
+        key = (target.convention.name, target.fmt, refinement)
         if key not in self.quantizers:
             c = self.cfg.QUANT.CALIBRATION
             batches = [target.convention.from_rgb255(b) for b in self.batches]
             self.quantizers[key] = ptq_quantizer(prepared, batches, c.METHOD, target.fmt, c.PERCENTILE,
-                                                 c.HISTOGRAM_BINS, cache=cache, refinement=refinement_of(self.cfg))
+                                                 c.HISTOGRAM_BINS, cache=cache, refinement=refinement)
         return prepared, self.quantizers[key]
 
 
@@ -242,13 +244,36 @@ class _Run:
         candidate, fallback = full_int8, {"used": False}
         int8 = judge.evaluate(full_int8)
         first = judge.full_metrics(full_int8, int8)
+        if not judge.passes(first) and quantize is not None and self._rounding(target) == ("auto", "gptq"):
+            # "auto": GPTQ's file failed a gate; quantize_static's nearest rounding is the other candidate
+            prepared, nearest = self.graphs.quantizer(target, replace(refinement_of(self.cfg),
+                                                                      weight_rounding="nearest"))
+            alternative = os.path.join(self.workdir, f"int8_nearest_{target.name}.onnx")
+            alt_int8 = judge.evaluate(nearest(alternative))
+            alt_first = judge.full_metrics(alternative, alt_int8)
+            logger.warning("%s: the GPTQ-rounded INT8 model fails its gates (mAP %.2f); nearest rounding: mAP %.2f, "
+                           "gates %s", target.name, first["mAP"], alt_first["mAP"],
+                           "pass" if judge.passes(alt_first) else "fail")
+            fallback["weight_rounding"] = {"gptq": {k: first[k] for k in ("mAP", "cosine_mean") if k in first},
+                                           "nearest": {k: alt_first[k] for k in ("mAP", "cosine_mean")
+                                                       if k in alt_first},
+                                           "shipped": "nearest" if judge.passes(alt_first) else "gptq"}
+            if judge.passes(alt_first):
+                shutil.move(alternative, full_int8)
+                int8, first = alt_int8, judge.full_metrics(full_int8, alt_int8)
         if not judge.passes(first) and q.FALLBACK.ENABLED and quantize is not None and judge.fallback_can_help(first):
-            path, fallback = _fallback(self.cfg, prepared, quantize, judge, self.fp32[0].result.metrics["mAP"],
-                                       self.workdir, first, self.progress)
+            path, record = _fallback(self.cfg, prepared, quantize, judge, self.fp32[0].result.metrics["mAP"],
+                                     self.workdir, first, self.progress)
+            fallback = {**fallback, **record}
             candidate = path or full_int8
         # the file that ships was judged above unless the fallback replaced it
         judged_first = (int8, first) if candidate == full_int8 else None
         return self._judged(target, primary, judge, candidate, full_int8, fallback, judged_first)
+
+    def _rounding(self, target: QuantTarget) -> Tuple[str, str]:
+        """(the configured weight rounding, what it means for this target's format)."""
+        asked = refinement_of(self.cfg)
+        return asked.weight_rounding, asked.for_format(target.fmt.weight_bits).weight_rounding
 
     def _judged(self, target: QuantTarget, primary: bool, judge: TargetJudge, candidate: str, full_int8: str,
                 fallback: Dict[str, object], judged_first: Optional[Tuple[Embedded, Dict[str, float]]] = None

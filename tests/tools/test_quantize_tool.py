@@ -388,3 +388,18 @@ def test_a_target_whose_runtime_refuses_its_file_leaves_no_shipped_file_behind(w
     assert code != 0
     assert read(out / "status.json")["status"] == "failed"
     assert not list(out.glob("student_int8*.onnx")) and not (out / "model_card.json").exists()
+
+
+def test_auto_rounding_ships_the_nearest_file_when_the_gptq_file_fails(work, tmp_path, monkeypatch):
+    """QUANT.WEIGHT_ROUNDING auto: a GPTQ-rounded file that fails a gate (here GPTQ is broken on purpose: every code
+    0) is judged against quantize_static's nearest rounding, which ships when it passes; the card says so."""
+    import torch
+
+    import compressreid.quant.refine as refine
+
+    monkeypatch.setattr(refine, "gptq_round", lambda weight, *args, **kwargs: torch.zeros_like(weight))
+    out = tmp_path / "out"
+    assert run_in_process(monkeypatch, work, out, "TEST.GATES", LENIENT, "QUANT.FALLBACK.ENABLED", "False") == 0
+    rounding = read(out / "metrics.json")["fallback"]["weight_rounding"]
+    assert rounding["shipped"] == "nearest" and rounding["nearest"]["cosine_mean"] > rounding["gptq"]["cosine_mean"]
+    assert read(out / "model_card.json")["accepted"] is True
