@@ -235,45 +235,53 @@ class _Run:
         q = self.cfg.QUANT
         judge = self.judge(target)
         full_int8 = os.path.join(self.workdir, f"int8_full_{target.name}.onnx")
-        prepared = quantize = None  # QAT: no PTQ quantizer, so no fallback
+        roundings = []  # (name, prepared graph, quantizer) in order of preference; QAT: none, so no fallback
         if self.plan.method == "qat":
             shutil.copyfile(self.qat_files[target.convention.name], full_int8)
         else:
-            prepared, quantize = self.graphs.quantizer(target)
-            quantize(full_int8)
+            roundings = self._roundings(target)
+            roundings[0][2](full_int8)
         candidate, fallback = full_int8, {"used": False}
         int8 = judge.evaluate(full_int8)
         first = judge.full_metrics(full_int8, int8)
-        if not judge.passes(first) and quantize is not None and self._rounding(target) == ("auto", "gptq"):
-            # "auto": GPTQ's file failed a gate; quantize_static's nearest rounding is the other candidate
-            prepared, nearest = self.graphs.quantizer(target, replace(refinement_of(self.cfg),
-                                                                      weight_rounding="nearest"))
-            alternative = os.path.join(self.workdir, f"int8_nearest_{target.name}.onnx")
-            alt_int8 = judge.evaluate(nearest(alternative))
-            alt_first = judge.full_metrics(alternative, alt_int8)
-            logger.warning("%s: the GPTQ-rounded INT8 model fails its gates (mAP %.2f); nearest rounding: mAP %.2f, "
-                           "gates %s", target.name, first["mAP"], alt_first["mAP"],
-                           "pass" if judge.passes(alt_first) else "fail")
-            fallback["weight_rounding"] = {"gptq": {k: first[k] for k in ("mAP", "cosine_mean") if k in first},
-                                           "nearest": {k: alt_first[k] for k in ("mAP", "cosine_mean")
-                                                       if k in alt_first},
-                                           "shipped": "nearest" if judge.passes(alt_first) else "gptq"}
-            if judge.passes(alt_first):
-                shutil.move(alternative, full_int8)
+        tried = {roundings[0][0]: first} if len(roundings) > 1 else {}
+        for name, _, quantize in roundings[1:]:  # "auto": the other rounding's all-INT8 file, before any FP32 layer
+            if judge.passes(first):
+                break
+            path = quantize(os.path.join(self.workdir, f"int8_{name}_{target.name}.onnx"))
+            alt_int8 = judge.evaluate(path)
+            tried[name] = judge.full_metrics(path, alt_int8)
+            logger.warning("%s: the %s-rounded INT8 model fails its gates (mAP %.2f); %s rounding: mAP %.2f, gates %s",
+                           target.name, roundings[0][0], first["mAP"], name, tried[name]["mAP"],
+                           "pass" if judge.passes(tried[name]) else "fail")
+            if judge.passes(tried[name]):
+                shutil.move(path, full_int8)
                 int8, first = alt_int8, judge.full_metrics(full_int8, alt_int8)
-        if not judge.passes(first) and q.FALLBACK.ENABLED and quantize is not None and judge.fallback_can_help(first):
-            path, record = _fallback(self.cfg, prepared, quantize, judge, self.fp32[0].result.metrics["mAP"],
-                                     self.workdir, first, self.progress)
-            fallback = {**fallback, **record}
-            candidate = path or full_int8
+        shipped = roundings[0][0] if roundings else ""
+        if len(tried) > 1 and judge.passes(first):
+            shipped = next(name for name, metrics in tried.items() if judge.passes(metrics))
+        if not judge.passes(first) and q.FALLBACK.ENABLED and roundings and judge.fallback_can_help(first):
+            for name, prepared, quantize in roundings:  # the FP32 fallback, in each rounding until one passes
+                path, record = _fallback(self.cfg, prepared, quantize, judge, self.fp32[0].result.metrics["mAP"],
+                                         self.workdir, tried.get(name, first), self.progress)
+                fallback, candidate, shipped = record, path or full_int8, name
+                if record["tried"] and record["tried"][-1]["passed"]:
+                    break
+        if len(tried) > 1:  # the preferred rounding failed and the other one was judged
+            fallback["weight_rounding"] = {"all_int8": {name: {k: m[k] for k in ("mAP", "cosine_mean") if k in m}
+                                                        for name, m in tried.items()}, "shipped": shipped}
         # the file that ships was judged above unless the fallback replaced it
         judged_first = (int8, first) if candidate == full_int8 else None
         return self._judged(target, primary, judge, candidate, full_int8, fallback, judged_first)
 
-    def _rounding(self, target: QuantTarget) -> Tuple[str, str]:
-        """(the configured weight rounding, what it means for this target's format)."""
+    def _roundings(self, target: QuantTarget) -> List[Tuple[str, str, object]]:
+        """(rounding, pre-processed graph, quantizer) to try for the target, preferred first: the configured one,
+        and for "auto" resolved to GPTQ also nearest rounding, so "auto" accepts whatever nearest rounding would."""
         asked = refinement_of(self.cfg)
-        return asked.weight_rounding, asked.for_format(target.fmt.weight_bits).weight_rounding
+        names = [asked.for_format(target.fmt.weight_bits).weight_rounding]
+        if asked.weight_rounding == "auto" and names[0] != "nearest":
+            names.append("nearest")
+        return [(name, *self.graphs.quantizer(target, replace(asked, weight_rounding=name))) for name in names]
 
     def _judged(self, target: QuantTarget, primary: bool, judge: TargetJudge, candidate: str, full_int8: str,
                 fallback: Dict[str, object], judged_first: Optional[Tuple[Embedded, Dict[str, float]]] = None
