@@ -5,7 +5,9 @@ from typing import Sequence
 
 import torch
 
+from compressreid.config import get_cfg
 from compressreid.export.onnx_export import example_images
+from compressreid.modeling import build_model
 
 
 def warm_backbone_norms(model: torch.nn.Module, input_size: Sequence[int]) -> torch.nn.Module:
@@ -29,9 +31,6 @@ def warm_backbone_norms(model: torch.nn.Module, input_size: Sequence[int]) -> to
 
 def tiny_resnet18(input_size: Sequence[int]) -> torch.nn.Module:
     """A ResNet-18 at 1/8 width with a BNNeck head and no classifier, seed 0, norms warmed, in eval mode."""
-    from compressreid.config import get_cfg
-    from compressreid.modeling import build_model
-
     cfg = get_cfg()
     cfg.MODEL.BACKBONE.DEPTH = "18x"
     cfg.MODEL.BACKBONE.WIDTH = 0.125

@@ -287,14 +287,12 @@ def quantize_ptq(prepared_path: str, out_path: str, batches: Sequence[torch.Tens
                                        "QuantizeBias": fmt.quantized_bias},
                         calibration_cache_path=cache)
         quantized = onnx.load(tmp)
-        changed = bool(feed_float_layers_float(quantized, prepared_path))
+        rewired = feed_float_layers_float(quantized, prepared_path)
         fixed = set_weight_codes(quantized, weight_codes) if weight_codes else []
         refinement = refinement.for_format(fmt.weight_bits)
-        if refinement.active and refine_qdq(quantized, onnx.load(prepared_path), batches, refinement,
-                                            fmt.weight_qmax, fixed):
-            changed = True
-        changed = changed or bool(fixed)
-        if changed:
+        refined = refinement.active and refine_qdq(quantized, onnx.load(prepared_path), batches, refinement,
+                                                   fmt.weight_qmax, fixed)
+        if rewired or fixed or refined:
             onnx.save(quantized, tmp)
         os.replace(tmp, out_path)
     except ExportError:

@@ -136,10 +136,10 @@ def _plain_conv2d(node: onnx.NodeProto, weight: np.ndarray) -> bool:
                                                                                                         "NOTSET")
 
 
-def _gptq_conv(model: onnx.ModelProto, node: onnx.NodeProto, weight_dq: onnx.NodeProto, fp32_weight: np.ndarray,
-               batches: Sequence[torch.Tensor], qmax: int, damp: float) -> None:
+def _gptq_conv(model: onnx.ModelProto, initializers: Dict[str, onnx.TensorProto], node: onnx.NodeProto,
+               weight_dq: onnx.NodeProto, fp32_weight: np.ndarray, batches: Sequence[torch.Tensor], qmax: int,
+               damp: float) -> None:
     """Replace a Conv's int8 weight codes by GPTQ's, on the inputs the graph gives it now (in place)."""
-    initializers = {t.name: t for t in model.graph.initializer}
     codes = initializers[weight_dq.input[0]]
     current = numpy_helper.to_array(codes)
     scale = np.broadcast_to(numpy_helper.to_array(initializers[weight_dq.input[1]]).astype(np.float64),
@@ -156,12 +156,11 @@ def _gptq_conv(model: onnx.ModelProto, node: onnx.NodeProto, weight_dq: onnx.Nod
     codes.CopyFrom(numpy_helper.from_array(new.numpy().reshape(current.shape).astype(np.int8), codes.name))
 
 
-def _correct_bias(model: onnx.ModelProto, node: onnx.NodeProto, delta: np.ndarray) -> bool:
+def _correct_bias(initializers: Dict[str, onnx.TensorProto], producers: Dict[str, onnx.NodeProto],
+                  node: onnx.NodeProto, delta: np.ndarray) -> bool:
     """Add ``delta`` (per output channel) to the node's bias, int32 codes on their scale or float (in place)."""
     if len(node.input) < 3 or not node.input[2]:
         return False
-    initializers = {t.name: t for t in model.graph.initializer}
-    producers = {out: n for n in model.graph.node for out in n.output}
     source = producers.get(node.input[2])
     if source is not None and source.op_type == "DequantizeLinear" and source.input[0] in initializers:
         tensor = initializers[source.input[0]]
@@ -222,6 +221,8 @@ def refine_qdq(model: onnx.ModelProto, fp32: onnx.ModelProto, batches: Sequence[
         outputs = [fp32_nodes[node.name].output[0] for node, _ in layers]
         means = _channel_means(fp32, outputs, batches)
         references = {node.name: means[out] for (node, _), out in zip(layers, outputs)}
+    initializers = {t.name: t for t in model.graph.initializer}  # edited in place: the names stay valid
+    producers = {out: n for n in model.graph.node for out in n.output}
     refined: List[str] = []
     start = time.perf_counter()
     steps = tqdm(layers, desc=f"PTQ refinement ({refinement.weight_rounding} rounding"
@@ -231,10 +232,10 @@ def refine_qdq(model: onnx.ModelProto, fp32: onnx.ModelProto, batches: Sequence[
         if refinement.weight_rounding == "gptq" and node.name not in fixed:
             fp32_weight = numpy_helper.to_array(fp32_weights[fp32_nodes[node.name].input[1]])
             if _plain_conv2d(node, fp32_weight):
-                _gptq_conv(model, node, weight, fp32_weight, batches, weight_qmax, refinement.damp)
+                _gptq_conv(model, initializers, node, weight, fp32_weight, batches, weight_qmax, refinement.damp)
         if refinement.bias_correction:
             got = _channel_means(model, [node.output[0]], batches)[node.output[0]]
-            _correct_bias(model, node, references[node.name] - got)
+            _correct_bias(initializers, producers, node, references[node.name] - got)
         refined.append(node.name)
     logger.info("PTQ refinement: %d integer layers in %.1f s (%s)", len(refined), time.perf_counter() - start,
                 refinement.describe())

@@ -80,11 +80,10 @@ class _Graphs:
             self.prepared[convention.name] = (prepared, cache)
         return self.prepared[convention.name]
 
-    def quantizer(self, target: QuantTarget, refinement: Optional[Refinement] = None):
-        """(pre-processed graph, quantize(out, exclude, only)) for the target's convention and format, refined as
-        the config asks (or by ``refinement``)."""
+    def quantizer(self, target: QuantTarget, refinement: Refinement):
+        """(pre-processed graph, quantize(out, exclude, only)) for the target's convention and format, refined by
+        ``refinement``."""
         prepared, cache = self._prepared(target.convention)
-        refinement = (refinement or refinement_of(self.cfg)).for_format(target.fmt.weight_bits)
         key = (target.convention.name, target.fmt, refinement)
         if key not in self.quantizers:
             c = self.cfg.QUANT.CALIBRATION
@@ -245,6 +244,7 @@ class _Run:
         int8 = judge.evaluate(full_int8)
         first = judge.full_metrics(full_int8, int8)
         tried = {roundings[0][0]: first} if len(roundings) > 1 else {}
+        shipped = roundings[0][0] if roundings else ""
         for name, _, quantize in roundings[1:]:  # "auto": the other rounding's all-INT8 file, before any FP32 layer
             if judge.passes(first):
                 break
@@ -256,10 +256,7 @@ class _Run:
                            "pass" if judge.passes(tried[name]) else "fail")
             if judge.passes(tried[name]):
                 shutil.move(path, full_int8)
-                int8, first = alt_int8, judge.full_metrics(full_int8, alt_int8)
-        shipped = roundings[0][0] if roundings else ""
-        if len(tried) > 1 and judge.passes(first):
-            shipped = next(name for name, metrics in tried.items() if judge.passes(metrics))
+                int8, first, shipped = alt_int8, judge.full_metrics(full_int8, alt_int8), name
         if not judge.passes(first) and q.FALLBACK.ENABLED and roundings and judge.fallback_can_help(first):
             for name, prepared, quantize in roundings:  # the FP32 fallback, in each rounding until one passes
                 path, record = _fallback(self.cfg, prepared, quantize, judge, self.fp32[0].result.metrics["mAP"],
