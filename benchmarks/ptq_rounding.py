@@ -1,8 +1,10 @@
 """PTQ weight rounding and bias correction, measured: each trained model quantized in one target's format with
-every refinement (compressreid.quant.refine) over several calibration samples, all-INT8 (no fallback), each file
+every refinement (compressreid.quant.refine) and calibration method over several calibration samples, all-INT8 (no fallback), each file
 judged in its target's runtime (as tools/quantize.py judges it) on the model's query/gallery against its FP32 self.
 
     python benchmarks/ptq_rounding.py output/q8/r18q_s0_ptq output/q8/demo_ptq --seeds 0 1 2
+    python benchmarks/ptq_rounding.py output/q8/r18ibnq_s0_ptq --target tensorrt --methods minmax percentile \
+        --refinements nearest
 
 Each argument is a tools/quantize.py run folder (its config.yaml and student_fp32.onnx are read: same FP32 graph,
 same calibration settings, same evaluator). Prints mAP drop (FP32 - INT8) and embedding cosine mean/min per seed, then
@@ -17,6 +19,7 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from typing import Dict, List
 
 import torch
@@ -27,8 +30,9 @@ from compressreid.evaluation.evaluator import ReIDEvaluator
 from compressreid.export.cpu import cpu_flags, this_kind
 from compressreid.export.ort_model import OrtEmbedder
 from compressreid.quant.calibration import calibration_batches
+from compressreid.quant.format import PLACEMENTS
 from compressreid.quant.compare import evaluate_cached, load_test_images, quantization_parity
-from compressreid.quant.ptq import calibrate, preprocess, quantize_ptq
+from compressreid.quant.ptq import CALIBRATION_METHODS, calibrate, preprocess, quantize_ptq
 from compressreid.quant.refine import Refinement
 from compressreid.quant.targets import build_targets
 
@@ -36,10 +40,13 @@ REFINEMENTS = {"nearest": Refinement("nearest", False), "bias": Refinement("near
                "gptq": Refinement("gptq", False), "gptq+bias": Refinement("gptq", True)}
 
 
-def measure(run: str, target_name: str, seeds: List[int], refinements: List[str], threads: int) -> List[Dict]:
-    """One row per (seed, refinement) of one quantize run folder."""
+def measure(run: str, target_name: str, seeds: List[int], refinements: List[str], threads: int,
+            methods: List[str] = (), placement: str = "") -> List[Dict]:
+    """One row per (calibration method, seed, refinement) of one quantize run folder; ``methods`` empty = the
+    run's own QUANT.CALIBRATION.METHOD; ``placement`` replaces the target format's Q/DQ placement."""
     cfg = load_config(os.path.join(run, "config.yaml"), ["QUANT.TARGETS", repr((target_name,))])
     target = build_targets(cfg)[0]
+    fmt = replace(target.fmt, placement=placement) if placement else target.fmt
     images = load_test_images(cfg, load_test_sets(cfg)[0])
     evaluator = ReIDEvaluator.from_config(cfg)
     fp32_path = os.path.join(run, "student_fp32.onnx")
@@ -49,38 +56,38 @@ def measure(run: str, target_name: str, seeds: List[int], refinements: List[str]
     rows = []
     with tempfile.TemporaryDirectory(prefix="ptq-rounding-") as tmp:
         prepared = preprocess(fp32_path, os.path.join(tmp, "prepared.onnx"))
-        for seed in seeds:
+        for method, seed in ((m, s) for m in (methods or [c.METHOD]) for s in seeds):
             batches = calibration_batches(cfg, c.NUM_IMAGES, c.BATCH_SIZE, seed)
-            cache = calibrate(prepared, batches, os.path.join(tmp, f"seed{seed}.json"), c.METHOD, c.PERCENTILE,
+            cache = calibrate(prepared, batches, os.path.join(tmp, f"{method}{seed}.json"), method, c.PERCENTILE,
                               c.HISTOGRAM_BINS)
             for name in refinements:
                 start = time.perf_counter()
-                path = quantize_ptq(prepared, os.path.join(tmp, "int8.onnx"), batches, c.METHOD, target.fmt,
+                path = quantize_ptq(prepared, os.path.join(tmp, "int8.onnx"), batches, method, fmt,
                                     c.PERCENTILE, histogram_bins=c.HISTOGRAM_BINS, calibration_cache=cache,
                                     refinement=REFINEMENTS[name])
                 seconds = time.perf_counter() - start
                 int8 = evaluate_cached(evaluator, target.judged_model(path, threads), images)  # its own runtime
                 parity = quantization_parity(fp32, int8, cfg.TEST.METRIC)
                 rows.append({"run": os.path.basename(os.path.normpath(run)), "target": target_name, "seed": seed,
-                             "refinement": name, "fp32_mAP": fp32_map,
+                             "calibration": method, "placement": fmt.placement, "refinement": name, "fp32_mAP": fp32_map,
                              "mAP_drop": fp32_map - float(int8.result.metrics["mAP"]),
                              "cosine_mean": parity["cosine_mean"], "cosine_min": parity["cosine_min"],
                              "quantize_s": seconds})
-                print(f"{rows[-1]['run']} seed {seed} {name:9s}: mAP drop {rows[-1]['mAP_drop']:+.2f}, cosine "
+                print(f"{rows[-1]['run']} {method} seed {seed} {name:9s}: mAP drop {rows[-1]['mAP_drop']:+.2f}, cosine "
                       f"{parity['cosine_mean']:.4f} / {parity['cosine_min']:.4f} ({seconds:.0f} s)", flush=True)
     return rows
 
 
 def table(rows: List[Dict]) -> str:
     """Markdown: per run and refinement, mean +- std over seeds and each seed's mAP drop."""
-    lines = ["| run (FP32 mAP) | rounding | mAP drop, mean ± std (per seed) | cosine mean | cosine min (worst) |"
-             " quantize s |", "| --- | --- | --- | --- | --- | --- |"]
-    keys = list(dict.fromkeys((r["run"], r["refinement"]) for r in rows))
-    for run, name in keys:
-        group = [r for r in rows if r["run"] == run and r["refinement"] == name]
+    lines = ["| run (FP32 mAP) | calibration, placement | rounding | mAP drop, mean ± std (per seed) | cosine mean |"
+             " cosine min (worst) | quantize s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    key = lambda r: (r["run"], f"{r['calibration']}, {r['placement']}", r["refinement"])  # noqa: E731
+    for run, method, name in dict.fromkeys(key(r) for r in rows):
+        group = [r for r in rows if key(r) == (run, method, name)]
         drops = [r["mAP_drop"] for r in group]
         spread = statistics.stdev(drops) if len(drops) > 1 else 0.0
-        lines.append(f"| {run} ({group[0]['fp32_mAP']:.2f}) | {name} | {statistics.mean(drops):+.2f} ± {spread:.2f} "
+        lines.append(f"| {run} ({group[0]['fp32_mAP']:.2f}) | {method} | {name} | {statistics.mean(drops):+.2f} ± {spread:.2f} "
                      f"({' / '.join(f'{d:+.2f}' for d in drops)}) | "
                      f"{statistics.mean(r['cosine_mean'] for r in group):.4f} | "
                      f"{min(r['cosine_min'] for r in group):.4f} | "
@@ -94,13 +101,18 @@ def main() -> None:
     parser.add_argument("--target", default="ort_portable", help="whose format (QUANT.TARGETS name)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="calibration samples")
     parser.add_argument("--refinements", nargs="+", default=list(REFINEMENTS), choices=list(REFINEMENTS))
+    parser.add_argument("--methods", nargs="+", default=[], choices=sorted(CALIBRATION_METHODS),
+                        help="calibration methods to compare (default: each run's own)")
+    parser.add_argument("--placement", default="", choices=["", *PLACEMENTS],
+                        help="Q/DQ placement instead of the target format's own")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = its default)")
     parser.add_argument("--json", default="", help="write every row here")
     args = parser.parse_args()
     torch.set_num_threads(max(args.threads, 1) if args.threads else torch.get_num_threads())
     flags = cpu_flags()
     print(f"CPU: {this_kind().name} ({', '.join(k for k, v in flags.items() if v) or 'no listed features'})")
-    rows = [row for run in args.runs for row in measure(run, args.target, args.seeds, args.refinements, args.threads)]
+    rows = [row for run in args.runs for row in measure(run, args.target, args.seeds, args.refinements, args.threads,
+                                                          args.methods, args.placement)]
     print(table(rows))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:

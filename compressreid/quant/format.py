@@ -14,6 +14,13 @@ from compressreid.errors import ConfigError
 
 ACTIVATION_TYPES = ("uint8", "int8")
 WEIGHT_BITS = (7, 8)
+# Where PTQ puts activation Q/DQ pairs. "fused": on the inputs and outputs of every operator ONNX Runtime's CPU
+# kernels chain in integer form (Conv -> Add -> Relu -> MaxPool ...), so its sessions run whole chains in INT8.
+# "weighted_inputs": on the inputs of weighted layers (Conv, Gemm, MatMul) only, outputs and element-wise ops left
+# to the runtime: TensorRT's recommended placement (its builder fuses a convolution's epilogue itself and reads a
+# residual branch that is already quantized as another layer's input through the same Q/DQ). PTQ only: QAT
+# (compressreid.quant.fake_quant) quantizes each convolution's input and output whatever this says.
+PLACEMENTS = ("fused", "weighted_inputs")
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,7 @@ class QuantFormat:
         per_channel: one weight scale per output channel (else per tensor).
         quantized_bias: biases stored as int32 (scale input scale x weight scale, as QLinearConv takes them); False
             keeps them float (TensorRT's parser takes int8 Q/DQ only).
+        placement: where PTQ quantizes activations, one of PLACEMENTS (QAT has its own, see above).
     """
 
     activations: str = "uint8"
@@ -34,12 +42,15 @@ class QuantFormat:
     weight_bits: int = 7
     per_channel: bool = True
     quantized_bias: bool = True
+    placement: str = "fused"
 
     def __post_init__(self):
         if self.activations not in ACTIVATION_TYPES:
             raise ConfigError(f"activation type '{self.activations}' is unknown; expected one of {ACTIVATION_TYPES}")
         if self.weight_bits not in WEIGHT_BITS:
             raise ConfigError(f"weight bits {self.weight_bits} unsupported; expected one of {WEIGHT_BITS}")
+        if self.placement not in PLACEMENTS:
+            raise ConfigError(f"Q/DQ placement '{self.placement}' is unknown; expected one of {PLACEMENTS}")
         if self.symmetric_activations and self.activations == "uint8":
             raise ConfigError("symmetric activations need int8 codes (zero point 0 in the middle of the range)")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -40,6 +40,15 @@ WEIGHTED_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 # OpenVINO cannot fuse (0.92x its CPU time at batch 32 without, R50-IBN 1/4), ONNX Runtime runs the same either way.
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "MaxPool", "AveragePool",
                  "Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Resize")
+
+
+def placement_options(fmt: QuantFormat) -> Tuple[List[str], Dict[str, object]]:
+    """quantize_static's operator list and extra options for the format's Q/DQ placement (format.PLACEMENTS).
+    "weighted_inputs" quantizes the weighted layers and excludes their outputs, so a Q/DQ pair sits on each input
+    of a convolution or matrix product and nowhere else."""
+    if fmt.placement == "weighted_inputs":
+        return list(WEIGHTED_OPS), {"OpTypesToExcludeOutputQuantization": list(WEIGHTED_OPS)}
+    return list(QUANTIZED_OPS), {}
 
 
 ACTIVATION_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
@@ -258,8 +267,9 @@ def quantize_ptq(prepared_path: str, out_path: str, batches: Sequence[torch.Tens
                  refinement: Refinement = NEAREST, weight_codes: Optional[Dict[str, np.ndarray]] = None) -> str:
     """Quantize a pre-processed FP32 graph to QDQ INT8 in format ``fmt``, written atomically.
 
-    The format maps onto quantize_static's own options: activation type and ``ActivationSymmetric``, and for
-    7-bit weights ``reduce_range`` (int8 weights in [-64, 64], scale max|w| / 64; activations unchanged). Then
+    The format maps onto quantize_static's own options: activation type and ``ActivationSymmetric``, for 7-bit
+    weights ``reduce_range`` (int8 weights in [-64, 64], scale max|w| / 64; activations unchanged), and its Q/DQ
+    placement onto the operator list (:func:`placement_options`). Then
     ``refinement`` (compressreid.quant.refine: GPTQ weight rounding, bias correction) runs on ``batches``, keeping
     the format.
 
@@ -279,12 +289,13 @@ def quantize_ptq(prepared_path: str, out_path: str, batches: Sequence[torch.Tens
     own_cache = "" if calibration_cache else tmp + ".calibration.json"
     try:
         cache = calibration_cache or calibrate(prepared_path, batches, own_cache, method, percentile, histogram_bins)
+        op_types, placement = placement_options(fmt)
         quantize_static(prepared_path, tmp, None, quant_format=OrtQuantFormat.QDQ, activation_type=activations,
                         weight_type=QuantType.QInt8, per_channel=fmt.per_channel, reduce_range=fmt.weight_bits == 7,
                         calibrate_method=calibrate_method, nodes_to_exclude=list(exclude),
-                        nodes_to_quantize=list(only) or None, op_types_to_quantize=list(QUANTIZED_OPS),
+                        nodes_to_quantize=list(only) or None, op_types_to_quantize=op_types,
                         extra_options={"ActivationSymmetric": fmt.symmetric_activations, "WeightSymmetric": True,
-                                       "QuantizeBias": fmt.quantized_bias},
+                                       "QuantizeBias": fmt.quantized_bias, **placement},
                         calibration_cache_path=cache)
         quantized = onnx.load(tmp)
         rewired = feed_float_layers_float(quantized, prepared_path)

@@ -363,6 +363,8 @@ def _payload(run: _Run, outcomes: List[TargetOutcome]) -> Dict[str, object]:
     if run.plan.source is not None:
         payload["source"] = {"run": run.plan.source.label, **summary_of(source_metrics(run.plan.source.folder))}
     method = {**run.method_info, "format": "QDQ", **main.target.fmt.describe()}
+    if run.cfg.QUANT.METHOD == "qat":
+        method["placement"] = "convolution inputs and outputs (QAT's fake quantization)"
     if "runtime_cosine_min" in main.metrics:
         method["runtime_parity"] = {"cosine_min": main.metrics["runtime_cosine_min"],
                                     "cosine_mean": main.metrics["runtime_cosine_mean"],

@@ -405,3 +405,40 @@ def test_auto_rounding_ships_the_nearest_file_when_the_gptq_file_fails(work, tmp
     all_int8 = rounding["all_int8"]
     assert rounding["shipped"] == "nearest" and all_int8["nearest"]["cosine_mean"] > all_int8["gptq"]["cosine_mean"]
     assert read(out / "model_card.json")["accepted"] is True
+
+
+def test_tensorrt_target_ships_a_file_its_parser_takes_judged_on_its_qdq_semantics(work, tmp_path, monkeypatch):
+    """The TensorRT target on a CPU machine: its own file (symmetric int8 activations, Q/DQ on the inputs of the
+    convolutions only, float biases), the structural checks as its gate rules, certified for NVIDIA GPUs, and the
+    metrics reported are those of the file's Q/DQ semantics (ONNX Runtime node by node, no TensorRT here)."""
+    from compressreid.export.tensorrt_check import TRT_CHECKS
+
+    out = tmp_path / "out"
+    assert run_in_process(monkeypatch, work, out, "TEST.GATES", LENIENT, "QUANT.TARGETS",
+                          '("ort_portable", "tensorrt")', "QUANT.FALLBACK.ENABLED", "False") == 0
+    metrics = read(out / "metrics.json")
+    trt = metrics["targets"]["tensorrt"]
+    assert trt["file"] == "student_int8.tensorrt.onnx" and trt["accepted"] is True
+    assert "runtime_cosine_min" not in trt  # no TensorRT on this machine: nothing claims it ran
+    assert trt["certification"]["NVIDIA GPU (TensorRT 10)"]["holds"] is True
+    rules = {g["rule"] for g in metrics["gates"] if g["scope"] == "tensorrt"}
+    assert rules >= {f"{check} <= 0" for check in TRT_CHECKS} and all(trt[check] == 0 for check in TRT_CHECKS)
+    path = str(out / trt["file"])
+    graph = onnx.load(path).graph
+    init = {t.name: t for t in graph.initializer}
+    for node in (n for n in graph.node if n.op_type == "QuantizeLinear"):
+        zero_point = onnx.numpy_helper.to_array(init[node.input[2]])
+        assert init[node.input[2]].data_type == onnx.TensorProto.INT8 and not zero_point.any()
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, set()).add(node.op_type)
+    for dq in (n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] not in init):
+        assert "Conv" in consumers[dq.output[0]] and consumers[dq.output[0]] <= {"Conv", "Add"}
+    entry = check_model_card(str(out / "model_card.json"), path)
+    assert entry["target"]["format"]["placement"] == "weighted_inputs"
+    cfg = load_config(str(out / "config.yaml"))
+    (test_set,) = load_test_sets(cfg)
+    embedded = evaluate_cached(ReIDEvaluator.from_config(cfg), OrtEmbedder(path, 1, optimized=False),
+                               load_test_images(cfg, test_set))
+    assert embedded.result.metrics["mAP"] == pytest.approx(trt["mAP"], abs=1e-4)

@@ -1,5 +1,7 @@
 """The TensorRT target: an explicit-quantization QDQ file TensorRT builds into an INT8 engine (symmetric int8
-activations with zero point 0, per-channel 8-bit weights, InstanceNorm/IBN kept in float, dynamic batch).
+activations with zero point 0, per-channel 8-bit weights, InstanceNorm/IBN kept in float, dynamic batch), Q/DQ on
+the inputs of weighted layers only, as TensorRT's guide recommends (its builder fuses each convolution's bias,
+residual add and activation itself).
 
 There is no TensorRT on a CPU machine: the file is checked structurally here (what TensorRT's ONNX parser and
 INT8 builder accept) and judged on its own Q/DQ semantics (ONNX Runtime, node by node), which TensorRT's INT8
@@ -36,8 +38,13 @@ class TensorRT(QuantTarget):
     @classmethod
     def format_from_config(cls, q: CfgNode) -> QuantFormat:
         """TensorRT's INT8 form: int8 activations with zero point 0 (QUANT.ACTIVATION_TYPE does not apply), biases in
-        float (its parser takes no int32 Q/DQ; it folds the bias into the INT8 kernel itself)."""
-        return QuantFormat("int8", True, q.WEIGHT_BITS or cls.default_weight_bits, True, quantized_bias=False)
+        float (its parser takes no int32 Q/DQ; it folds the bias into the INT8 kernel itself), Q/DQ on weighted-layer
+        inputs only. Measured on ResNet-18-IBN 1/4 (minmax calibration, all-INT8, Q/DQ semantics): every quantizable
+        op's inputs and outputs quantized (ONNX Runtime's CPU placement) 49.90 mAP, embedding cosine 0.954 to FP32;
+        weighted-layer inputs only 51.05, 0.984 (FP32 51.93): each extra requantization of a symmetric int8 tensor
+        costs, and TensorRT does not need them to fuse."""
+        return QuantFormat("int8", True, q.WEIGHT_BITS or cls.default_weight_bits, True, quantized_bias=False,
+                           placement="weighted_inputs")
 
     def check_source(self, model_cfg: Optional[CfgNode], onnx_source: str) -> None:
         """An operator TensorRT's parser cannot import is refused before any export of the stage: the source is
