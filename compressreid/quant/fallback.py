@@ -92,7 +92,9 @@ def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quant
                             max_fp32_layers: int) -> Optional[FallbackOutcome]:
     """Keep the top-k most sensitive layers in FP32 for k = 1.. until the gates pass or k = ``max_fp32_layers``.
 
-    Returns the passing (or, when none passes, the last tried) model; None when nothing was tried.
+    Returns the passing model; when none passes, the best tried (highest mAP, then cosine: what a user reading the
+    rejected file would want, and not always the last: one more FP32 layer can cost on a small test set), made
+    again when it was not the last; None when nothing was tried.
     """
     outcome = None
     tried: List[Dict[str, object]] = []
@@ -105,5 +107,13 @@ def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quant
                     metrics["cosine_mean"], "pass" if passed else "fail")
         outcome = FallbackOutcome(out_path, kept, metrics, passed, tried)
         if passed:
-            break
+            return outcome
+    if not tried:
+        return None
+    best = max(tried, key=lambda t: (t["mAP"], t["cosine_mean"]))
+    if best is not tried[-1]:
+        logger.info("fallback: no count passes; keeping the best tried, %d layer(s) in FP32 (mAP %.2f)",
+                    len(best["fp32_layers"]), best["mAP"])
+        metrics, _ = judge(quantize(out_path, best["fp32_layers"], ()))
+        outcome = FallbackOutcome(out_path, list(best["fp32_layers"]), metrics, False, tried)
     return outcome

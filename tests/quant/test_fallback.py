@@ -92,6 +92,25 @@ def test_fallback_returns_the_failing_last_attempt_when_the_budget_is_spent(tmp_
     assert [t["passed"] for t in outcome.tried] == [False, False]
 
 
+def test_fallback_that_never_passes_leaves_the_best_tried_model_not_the_last(tmp_path):
+    """Here 2 layers in FP32 score best and 3 score worse: the file left behind (rejected) is the 2-layer one,
+    quantized again, with its own metrics; every attempt is still recorded."""
+    quantize = FakeQuantizer()
+    judge = FakeJudge(quantize)
+    judge_call = judge.__call__
+    scores = {1: 71.0, 2: 73.0, 3: 72.0}
+
+    def scored(path):
+        metrics, passed = judge_call(path)
+        return {**metrics, "mAP": scores[len(quantize.calls[-1][1])]}, passed
+
+    outcome = accuracy_aware_fallback(RANKING, quantize, scored, str(tmp_path / "f.onnx"), max_fp32_layers=3)
+    assert [exclude for _, exclude, _ in quantize.calls] == [["conv_a"], ["conv_a", "conv_b"],
+                                                              ["conv_a", "conv_b", "conv_c"], ["conv_a", "conv_b"]]
+    assert outcome.passed is False and outcome.fp32_layers == ["conv_a", "conv_b"] and outcome.metrics["mAP"] == 73.0
+    assert [t["mAP"] for t in outcome.tried] == [71.0, 73.0, 72.0]
+
+
 def test_fallback_budget_beyond_the_layer_count_tries_every_layer(tmp_path):
     quantize = FakeQuantizer()
     outcome = accuracy_aware_fallback(RANKING[:2], quantize, FakeJudge(quantize), str(tmp_path / "f.onnx"), 10)
