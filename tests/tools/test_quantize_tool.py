@@ -225,6 +225,19 @@ def _garbage(tmp_path):
     return ["QUANT.SOURCE", str(tmp_path / "garbage.onnx")]
 
 
+def _trt_unparsable(tmp_path):
+    """A graph ONNX Runtime runs but TensorRT's parser cannot import (Hardmax is not in its operator table)."""
+    x = onnx.helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, ["batch", 3, *SIZE])
+    y = onnx.helper.make_tensor_value_info("embedding", onnx.TensorProto.FLOAT, ["batch", 3])
+    nodes = [onnx.helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
+             onnx.helper.make_node("Hardmax", ["pooled"], ["hard"], axis=1),
+             onnx.helper.make_node("Flatten", ["hard"], ["embedding"])]
+    path = tmp_path / "hardmax.onnx"
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph(nodes, "g", [x], [y]),
+                                     opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
+    return ["QUANT.SOURCE", str(path), "QUANT.TARGETS", '("tensorrt",)']
+
+
 def _rejected_source(tmp_path):
     """A run folder whose own gates refused it (a pruned model that lost too much): not to be compressed further."""
     source = tmp_path / "rejected_source"
@@ -253,6 +266,11 @@ BAD_INPUT = {
                           "names reference 'teacher'; available: fp32"),
     "onnx_unloadable": (_garbage, "garbage.onnx"),
     "rejected_source_run": (_rejected_source, "is 'rejected' (status.json), not accepted"),
+    "unknown_target": (lambda t: ["QUANT.TARGETS", '("tensorrtx",)'], "unknown target 'tensorrtx'"),
+    "tensorrt_unparsable_operator": (_trt_unparsable, "TensorRT's ONNX parser cannot import Hardmax"),
+    "boxmot_unnamed_without_sidecar": (lambda t: ["QUANT.TARGETS", '("ort_portable", "boxmot")',
+                                                  "QUANT.BOXMOT.SIDECAR", "False"],
+                                       "BoxMOT has no registered name for"),
     "onnx_unsupported_operator": (lambda t: ["QUANT.SOURCE", write_graph(t / "op.onnx", *SIZE,
                                                                          op=("Frobnicate", "com.example"))],
                                   "Frobnicate"),
