@@ -1,6 +1,7 @@
 """PTQ weight rounding and bias correction, measured: each trained model quantized in one target's format with
-every refinement (compressreid.quant.refine) and calibration method over several calibration samples, all-INT8 (no fallback), each file
-judged in its target's runtime (as tools/quantize.py judges it) on the model's query/gallery against its FP32 self.
+every refinement (compressreid.quant.refine) and calibration method over several calibration samples, all-INT8
+(no fallback), each file judged in its target's runtime (as tools/quantize.py judges it) on the model's
+query/gallery against its FP32 self.
 
     python benchmarks/ptq_rounding.py output/q8/r18q_s0_ptq output/q8/demo_ptq --seeds 0 1 2
     python benchmarks/ptq_rounding.py output/q8/r18ibnq_s0_ptq --target tensorrt --methods minmax percentile \
@@ -20,7 +21,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import replace
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import torch
 
@@ -30,8 +31,8 @@ from compressreid.evaluation.evaluator import ReIDEvaluator
 from compressreid.export.cpu import cpu_flags, this_kind
 from compressreid.export.ort_model import OrtEmbedder
 from compressreid.quant.calibration import calibration_batches
-from compressreid.quant.format import PLACEMENTS
 from compressreid.quant.compare import evaluate_cached, load_test_images, quantization_parity
+from compressreid.quant.format import PLACEMENTS
 from compressreid.quant.ptq import CALIBRATION_METHODS, calibrate, preprocess, quantize_ptq
 from compressreid.quant.refine import Refinement
 from compressreid.quant.targets import build_targets
@@ -41,7 +42,7 @@ REFINEMENTS = {"nearest": Refinement("nearest", False), "bias": Refinement("near
 
 
 def measure(run: str, target_name: str, seeds: List[int], refinements: List[str], threads: int,
-            methods: List[str] = (), placement: str = "") -> List[Dict]:
+            methods: Sequence[str] = (), placement: str = "") -> List[Dict]:
     """One row per (calibration method, seed, refinement) of one quantize run folder; ``methods`` empty = the
     run's own QUANT.CALIBRATION.METHOD; ``placement`` replaces the target format's Q/DQ placement."""
     cfg = load_config(os.path.join(run, "config.yaml"), ["QUANT.TARGETS", repr((target_name,))])
@@ -69,7 +70,8 @@ def measure(run: str, target_name: str, seeds: List[int], refinements: List[str]
                 int8 = evaluate_cached(evaluator, target.judged_model(path, threads), images)  # its own runtime
                 parity = quantization_parity(fp32, int8, cfg.TEST.METRIC)
                 rows.append({"run": os.path.basename(os.path.normpath(run)), "target": target_name, "seed": seed,
-                             "calibration": method, "placement": fmt.placement, "refinement": name, "fp32_mAP": fp32_map,
+                             "calibration": method, "placement": fmt.placement, "refinement": name,
+                             "fp32_mAP": fp32_map,
                              "mAP_drop": fp32_map - float(int8.result.metrics["mAP"]),
                              "cosine_mean": parity["cosine_mean"], "cosine_min": parity["cosine_min"],
                              "quantize_s": seconds})
@@ -79,15 +81,19 @@ def measure(run: str, target_name: str, seeds: List[int], refinements: List[str]
 
 
 def table(rows: List[Dict]) -> str:
-    """Markdown: per run and refinement, mean +- std over seeds and each seed's mAP drop."""
+    """Markdown: per run, calibration method and placement, and refinement, mean +- std over seeds and each seed's
+    mAP drop."""
     lines = ["| run (FP32 mAP) | calibration, placement | rounding | mAP drop, mean ± std (per seed) | cosine mean |"
              " cosine min (worst) | quantize s |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    key = lambda r: (r["run"], f"{r['calibration']}, {r['placement']}", r["refinement"])  # noqa: E731
+    def key(row: Dict) -> tuple:
+        return row["run"], f"{row['calibration']}, {row['placement']}", row["refinement"]
+
     for run, method, name in dict.fromkeys(key(r) for r in rows):
         group = [r for r in rows if key(r) == (run, method, name)]
         drops = [r["mAP_drop"] for r in group]
         spread = statistics.stdev(drops) if len(drops) > 1 else 0.0
-        lines.append(f"| {run} ({group[0]['fp32_mAP']:.2f}) | {method} | {name} | {statistics.mean(drops):+.2f} ± {spread:.2f} "
+        lines.append(f"| {run} ({group[0]['fp32_mAP']:.2f}) | {method} | {name} | "
+                     f"{statistics.mean(drops):+.2f} ± {spread:.2f} "
                      f"({' / '.join(f'{d:+.2f}' for d in drops)}) | "
                      f"{statistics.mean(r['cosine_mean'] for r in group):.4f} | "
                      f"{min(r['cosine_min'] for r in group):.4f} | "

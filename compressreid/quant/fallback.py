@@ -81,7 +81,7 @@ def layer_sensitivity(prepared_path: str, quantize: Quantizer, judge: Judge, fp3
 
 @dataclass
 class FallbackOutcome:
-    path: str
+    path: str  # "" when the model with no FP32 layer is the one to keep
     fp32_layers: List[str]
     metrics: Dict[str, float]
     passed: bool
@@ -89,12 +89,14 @@ class FallbackOutcome:
 
 
 def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quantizer, judge: Judge, out_path: str,
-                            max_fp32_layers: int) -> Optional[FallbackOutcome]:
+                            max_fp32_layers: int, all_int8: Optional[Dict[str, float]] = None
+                            ) -> Optional[FallbackOutcome]:
     """Keep the top-k most sensitive layers in FP32 for k = 1.. until the gates pass or k = ``max_fp32_layers``.
 
     Returns the passing model; when none passes, the best tried (highest mAP, then cosine: what a user reading the
     rejected file would want, and not always the last: one more FP32 layer can cost on a small test set), made
-    again when it was not the last; None when nothing was tried.
+    again when it was not the last, or an outcome without a path when ``all_int8`` (the metrics of the model with
+    no FP32 layer) beats every attempt; None when nothing was tried.
     """
     outcome = None
     tried: List[Dict[str, object]] = []
@@ -110,10 +112,14 @@ def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quant
             return outcome
     if not tried:
         return None
-    best = max(tried, key=lambda t: (t["mAP"], t["cosine_mean"]))
-    if best is not tried[-1]:
-        logger.info("fallback: no count passes; keeping the best tried, %d layer(s) in FP32 (mAP %.2f)",
-                    len(best["fp32_layers"]), best["mAP"])
-        metrics, _ = judge(quantize(out_path, best["fp32_layers"], ()))
-        outcome = FallbackOutcome(out_path, list(best["fp32_layers"]), metrics, False, tried)
-    return outcome
+    candidates = tried + ([{"fp32_layers": [], **all_int8}] if all_int8 else [])
+    best = max(candidates, key=lambda t: (t["mAP"], t["cosine_mean"]))
+    if best is tried[-1]:
+        return outcome
+    logger.info("fallback: no count passes; keeping the best, %d layer(s) in FP32 (mAP %.2f)",
+                len(best["fp32_layers"]), best["mAP"])
+    metrics = {"mAP": best["mAP"], "cosine_mean": best["cosine_mean"]}
+    if not best["fp32_layers"]:
+        return FallbackOutcome("", [], metrics, False, tried)
+    return FallbackOutcome(quantize(out_path, best["fp32_layers"], ()), list(best["fp32_layers"]), metrics, False,
+                           tried)

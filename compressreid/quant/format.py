@@ -21,6 +21,7 @@ WEIGHT_BITS = (7, 8)
 # residual branch that is already quantized as another layer's input through the same Q/DQ). PTQ only: QAT
 # (compressreid.quant.fake_quant) quantizes each convolution's input and output whatever this says.
 PLACEMENTS = ("fused", "weighted_inputs")
+QAT_PLACEMENT = "convolution inputs and outputs (QAT's fake quantization)"
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,11 @@ class QuantFormat:
             return 0, 255
         return (-127, 127) if self.symmetric_activations else (-128, 127)
 
-    def describe(self) -> Dict[str, object]:
-        """What the model card says about the format."""
+    def describe(self, method: str = "ptq") -> Dict[str, object]:
+        """What the model card says about the format of a file made by ``method`` ("ptq" or "qat": QAT places its
+        own Q/DQ pairs, see PLACEMENTS)."""
         qmax = self.weight_qmax
-        return {**asdict(self), "weights": f"int8 in [-{qmax}, {qmax}] {'per-channel' if self.per_channel else 'per-tensor'}"
-                                           " symmetric",
+        placement = self.placement if method == "ptq" else QAT_PLACEMENT
+        return {**asdict(self), "placement": placement,
+                "weights": f"int8 in [-{qmax}, {qmax}] {'per-channel' if self.per_channel else 'per-tensor'} symmetric",
                 "activations_range": list(self.activation_range)}

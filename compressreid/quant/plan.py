@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence
 
 from yacs.config import CfgNode
@@ -105,7 +105,7 @@ def check_quantize_inputs(cfg: CfgNode, allow_unsafe: bool = False) -> QuantPlan
     q = cfg.QUANT
     _check_quant_keys(q)
     targets = build_targets(cfg)
-    if q.METHOD == "qat" and len({t.fmt for t in targets}) > 1:
+    if q.METHOD == "qat" and len({replace(t.fmt, placement="fused") for t in targets}) > 1:  # QAT places its own
         raise ConfigError("QUANT.METHOD qat trains one INT8 format, but QUANT.TARGETS need "
                           + ", ".join(f"{t.name}: {t.fmt.describe()['weights']}, {t.fmt.activations} activations"
                                       for t in targets) + "; run QAT once per format")

@@ -42,15 +42,6 @@ QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "MaxPo
                  "Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Resize")
 
 
-def placement_options(fmt: QuantFormat) -> Tuple[List[str], Dict[str, object]]:
-    """quantize_static's operator list and extra options for the format's Q/DQ placement (format.PLACEMENTS).
-    "weighted_inputs" quantizes the weighted layers and excludes their outputs, so a Q/DQ pair sits on each input
-    of a convolution or matrix product and nowhere else."""
-    if fmt.placement == "weighted_inputs":
-        return list(WEIGHTED_OPS), {"OpTypesToExcludeOutputQuantization": list(WEIGHTED_OPS)}
-    return list(QUANTIZED_OPS), {}
-
-
 ACTIVATION_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
 
 
@@ -64,6 +55,15 @@ def check_calibration_method(name: str) -> CalibrationMethod:
     if name not in CALIBRATION_METHODS:
         raise ConfigError(f"QUANT.CALIBRATION.METHOD '{name}' is unknown; expected one of {sorted(CALIBRATION_METHODS)}")
     return CALIBRATION_METHODS[name]
+
+
+def placement_options(fmt: QuantFormat) -> Tuple[List[str], Dict[str, object]]:
+    """quantize_static's operator list and extra options for the format's Q/DQ placement (format.PLACEMENTS).
+    "weighted_inputs" quantizes the weighted layers and excludes their outputs, so a Q/DQ pair sits on each input
+    of a convolution or matrix product and nowhere else."""
+    if fmt.placement == "weighted_inputs":
+        return list(WEIGHTED_OPS), {"OpTypesToExcludeOutputQuantization": list(WEIGHTED_OPS)}
+    return list(QUANTIZED_OPS), {}
 
 
 def preprocess(fp32_path: str, out_path: str) -> str:

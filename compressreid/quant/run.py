@@ -156,13 +156,13 @@ def _fallback(cfg: CfgNode, prepared: str, quantize, judge: TargetJudge, fp32_ma
     ranking = layer_sensitivity(prepared, quantize, judge, fp32_map, workdir, progress)
     outcome = accuracy_aware_fallback(ranking, quantize, judge,
                                       os.path.join(workdir, f"int8_fallback_{judge.target.name}.onnx"),
-                                      cfg.QUANT.FALLBACK.MAX_FP32_LAYERS)
+                                      cfg.QUANT.FALLBACK.MAX_FP32_LAYERS, first)
     record: Dict[str, object] = {"used": True, "sensitivity": [s.to_dict() for s in ranking],
                                  "tried": outcome.tried if outcome else [], "full_int8": first}
     if outcome is None:
         return None, record
     record["fp32_layers"] = outcome.fp32_layers
-    return outcome.path, record
+    return outcome.path or None, record
 
 
 class _Run:
@@ -245,10 +245,11 @@ class _Run:
         first = judge.full_metrics(full_int8, int8)
         tried = {roundings[0][0]: first} if len(roundings) > 1 else {}
         shipped = roundings[0][0] if roundings else ""
+        files = {shipped: full_int8}  # each rounding's all-INT8 file
         for name, _, quantize in roundings[1:]:  # "auto": the other rounding's all-INT8 file, before any FP32 layer
             if judge.passes(first):
                 break
-            path = quantize(os.path.join(self.workdir, f"int8_{name}_{target.name}.onnx"))
+            path = files[name] = quantize(os.path.join(self.workdir, f"int8_{name}_{target.name}.onnx"))
             alt_int8 = judge.evaluate(path)
             tried[name] = judge.full_metrics(path, alt_int8)
             logger.warning("%s: the %s-rounded INT8 model fails its gates (mAP %.2f); %s rounding: mAP %.2f, gates %s",
@@ -261,7 +262,7 @@ class _Run:
             for name, prepared, quantize in roundings:  # the FP32 fallback, in each rounding until one passes
                 path, record = _fallback(self.cfg, prepared, quantize, judge, self.fp32[0].result.metrics["mAP"],
                                          self.workdir, tried.get(name, first), self.progress)
-                fallback, candidate, shipped = record, path or full_int8, name
+                fallback, candidate, shipped = record, path or files.get(name, full_int8), name
                 if record["tried"] and record["tried"][-1]["passed"]:
                     break
         if len(tried) > 1:  # the preferred rounding failed and the other one was judged
@@ -335,7 +336,8 @@ def _remove_stale(target: QuantTarget, folder: str, primary: bool) -> None:
 def _entry(outcome: TargetOutcome, run: _Run) -> Dict[str, object]:
     """One file's card entry."""
     t = outcome.target
-    describe = {**t.describe(), "certification": outcome.certification, "judged_in": outcome.info["runtime"],
+    describe = {**t.describe(), "format": t.fmt.describe(run.plan.method), "certification": outcome.certification,
+                "judged_in": outcome.info["runtime"],
                 "fallback_fp32_layers": outcome.fallback.get("fp32_layers", [])}
     metrics = {"int8": summary(outcome.results[0]), "fp32": summary(run.fp32[0].result),
                **{k: v for k, v in outcome.metrics.items() if k.startswith(("cosine", "runtime_", "top10"))},
@@ -362,9 +364,7 @@ def _payload(run: _Run, outcomes: List[TargetOutcome]) -> Dict[str, object]:
     payload.update({name: run.references[name] for name in ("teacher", "fake_quant") if name in run.references})
     if run.plan.source is not None:
         payload["source"] = {"run": run.plan.source.label, **summary_of(source_metrics(run.plan.source.folder))}
-    method = {**run.method_info, "format": "QDQ", **main.target.fmt.describe()}
-    if run.cfg.QUANT.METHOD == "qat":
-        method["placement"] = "convolution inputs and outputs (QAT's fake quantization)"
+    method = {**run.method_info, "format": "QDQ", **main.target.fmt.describe(run.plan.method)}
     if "runtime_cosine_min" in main.metrics:
         method["runtime_parity"] = {"cosine_min": main.metrics["runtime_cosine_min"],
                                     "cosine_mean": main.metrics["runtime_cosine_mean"],

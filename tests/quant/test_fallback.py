@@ -43,6 +43,18 @@ class FakeJudge:
         return {"mAP": FP32_MAP - 10 + len(exclude), "cosine_mean": 0.9 + 0.01 * len(exclude)}, passed
 
 
+class ScoredJudge:
+    """Fails every model; its mAP is ``scores[number of FP32 layers]``."""
+
+    def __init__(self, quantizer, scores):
+        self.quantizer, self.scores, self.calls = quantizer, scores, 0
+
+    def __call__(self, path):
+        self.calls += 1
+        kept = len(self.quantizer.calls[-1][1])
+        return {"mAP": self.scores[kept], "cosine_mean": 0.9 + 0.01 * kept}, False
+
+
 RANKING = [LayerSensitivity(name, drop, cos)
            for name, drop, cos in (("conv_a", 5.0, 0.90), ("conv_b", 2.0, 0.95), ("conv_c", 1.0, 0.97),
                                    ("conv_d", 0.0, 0.99), ("conv_e", 0.0, 0.995))]
@@ -83,32 +95,37 @@ def test_fallback_keeps_the_top_k_and_stops_at_the_first_passing_k(tmp_path):
                                 "cosine_mean": pytest.approx(0.92), "passed": False}
 
 
-def test_fallback_returns_the_failing_last_attempt_when_the_budget_is_spent(tmp_path):
+def test_fallback_keeps_the_last_attempt_without_remaking_it_when_it_is_the_best(tmp_path):
     quantize = FakeQuantizer()
-    judge = FakeJudge(quantize, passes=lambda kept: len(kept) >= 4)
+    judge = FakeJudge(quantize, passes=lambda kept: len(kept) >= 4)  # here mAP rises with every FP32 layer
     outcome = accuracy_aware_fallback(RANKING, quantize, judge, str(tmp_path / "f.onnx"), max_fp32_layers=2)
-    assert len(quantize.calls) == 2
+    assert len(quantize.calls) == 2 and len(judge.paths) == 2
     assert outcome.passed is False and outcome.fp32_layers == ["conv_a", "conv_b"]
     assert [t["passed"] for t in outcome.tried] == [False, False]
 
 
 def test_fallback_that_never_passes_leaves_the_best_tried_model_not_the_last(tmp_path):
     """Here 2 layers in FP32 score best and 3 score worse: the file left behind (rejected) is the 2-layer one,
-    quantized again, with its own metrics; every attempt is still recorded."""
+    quantized again (not judged again: its metrics are known), and every attempt is still recorded."""
     quantize = FakeQuantizer()
-    judge = FakeJudge(quantize)
-    judge_call = judge.__call__
-    scores = {1: 71.0, 2: 73.0, 3: 72.0}
-
-    def scored(path):
-        metrics, passed = judge_call(path)
-        return {**metrics, "mAP": scores[len(quantize.calls[-1][1])]}, passed
-
-    outcome = accuracy_aware_fallback(RANKING, quantize, scored, str(tmp_path / "f.onnx"), max_fp32_layers=3)
+    judge = ScoredJudge(quantize, {1: 71.0, 2: 73.0, 3: 72.0})
+    outcome = accuracy_aware_fallback(RANKING, quantize, judge, str(tmp_path / "f.onnx"), max_fp32_layers=3,
+                                      all_int8={"mAP": 70.0, "cosine_mean": 0.95})
     assert [exclude for _, exclude, _ in quantize.calls] == [["conv_a"], ["conv_a", "conv_b"],
                                                               ["conv_a", "conv_b", "conv_c"], ["conv_a", "conv_b"]]
+    assert judge.calls == 3 and outcome.path == str(tmp_path / "f.onnx")
     assert outcome.passed is False and outcome.fp32_layers == ["conv_a", "conv_b"] and outcome.metrics["mAP"] == 73.0
     assert [t["mAP"] for t in outcome.tried] == [71.0, 73.0, 72.0]
+
+
+def test_fallback_that_never_beats_the_all_int8_model_keeps_that_one(tmp_path):
+    """No FP32 layer helps (each costs mAP): the outcome names no file, so the all-INT8 model is what is left."""
+    quantize = FakeQuantizer()
+    judge = ScoredJudge(quantize, {1: 71.0, 2: 70.5})
+    outcome = accuracy_aware_fallback(RANKING, quantize, judge, str(tmp_path / "f.onnx"), max_fp32_layers=2,
+                                      all_int8={"mAP": 72.0, "cosine_mean": 0.95})
+    assert len(quantize.calls) == 2 and outcome.path == "" and outcome.fp32_layers == []
+    assert outcome.passed is False and outcome.metrics == {"mAP": 72.0, "cosine_mean": 0.95}
 
 
 def test_fallback_budget_beyond_the_layer_count_tries_every_layer(tmp_path):

@@ -5,6 +5,7 @@ exclude / only node sets."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -17,8 +18,8 @@ from compressreid.errors import ConfigError, ExportError
 from compressreid.export.onnx_export import example_images, export_onnx
 from compressreid.export.ort_model import ort_session
 from compressreid.quant.format import QuantFormat
-from compressreid.quant.ptq import (ACTIVATION_TYPES, CALIBRATION_METHODS, calibrate, preprocess, quantize_ptq,
-                                    weighted_layers)
+from compressreid.quant.ptq import (ACTIVATION_TYPES, CALIBRATION_METHODS, WEIGHTED_OPS, calibrate, preprocess,
+                                    quantize_ptq, weighted_layers)
 from compressreid.quant.saturation import accumulation_bounds
 
 from tiny_models import tiny_resnet18
@@ -327,21 +328,21 @@ def test_weighted_inputs_placement_quantizes_only_what_weighted_layers_read(prep
     from compressreid.export.tensorrt_check import check_for_tensorrt
 
     trt = QuantFormat("int8", True, 8, quantized_bias=False)
-    files = {p: quantize_ptq(prepared[1], str(tmp_path / f"{p}.onnx"), batches,
-                             fmt=QuantFormat(**{**trt.__dict__, "placement": p})) for p in ("fused", "weighted_inputs")}
+    files = {p: quantize_ptq(prepared[1], str(tmp_path / f"{p}.onnx"), batches, fmt=replace(trt, placement=p))
+             for p in ("fused", "weighted_inputs")}
     g = Graph(files["weighted_inputs"])
     activation_dq = [n for n in g.of_type("DequantizeLinear") if n.input[0] not in g.init]
     assert activation_dq and len(activation_dq) < len([n for n in Graph(files["fused"]).of_type("DequantizeLinear")
                                                        if n.input[0] not in Graph(files["fused"]).init])
     for dq in activation_dq:
         readers = {c.op_type for c in g.consumers[dq.output[0]]}
-        assert "Conv" in readers and readers <= {"Conv", "Add"}, readers
+        assert readers & set(WEIGHTED_OPS) and readers <= {*WEIGHTED_OPS, "Add"}, readers
     for conv in g.of_type("Conv"):
         assert all(c.op_type != "QuantizeLinear" for c in g.consumers.get(conv.output[0], [])), conv.name
     checks = check_for_tensorrt(files["weighted_inputs"])
     assert not any(v for k, v in checks.items() if k != "details"), checks
-    fp32 = run(prepared[1], 8)
-    cosine = {p: float(torch.nn.functional.cosine_similarity(torch.from_numpy(run(f, 8)), torch.from_numpy(fp32)).mean())
+    fp32 = torch.from_numpy(run(prepared[1], 8))
+    cosine = {p: float(torch.nn.functional.cosine_similarity(torch.from_numpy(run(f, 8)), fp32).mean())
               for p, f in files.items()}
     assert cosine["weighted_inputs"] > cosine["fused"], cosine
 

@@ -25,6 +25,7 @@ from compressreid.export.model_card import check_model_card, graph_embedding_dim
 from compressreid.export.ort_model import OrtEmbedder, ort_session
 from compressreid.modeling import build_model
 from compressreid.quant.compare import evaluate_cached, load_test_images
+from compressreid.quant.format import QAT_PLACEMENT
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(REPO, "tools", "quantize.py")
@@ -326,6 +327,8 @@ def test_qat_run_ships_a_model_that_reproduces_its_fake_quant_self(work):
     metrics = read(out / "metrics.json")
     qat = metrics["quantization"]["qat"]
     assert metrics["quantization"]["method"] == "qat" and qat["iters"] == 6
+    card = check_model_card(str(out / "model_card.json"), str(out / "student_int8.onnx"))
+    assert metrics["quantization"]["placement"] == QAT_PLACEMENT == card["target"]["format"]["placement"]
     assert qat["ort_parity"]["cosine_min"] > 0.99  # ORT's integer kernels vs the PyTorch integer model
     assert abs(metrics["mAP"] - metrics["fake_quant"]["mAP"]) <= 5
     assert [g["passed"] for g in metrics["gates"] if g["reference"] == "fake_quant"] == [True]
@@ -430,6 +433,7 @@ def test_tensorrt_target_ships_a_file_its_parser_takes_judged_on_its_qdq_semanti
     convolutions only, float biases), the structural checks as its gate rules, certified for NVIDIA GPUs, and the
     metrics reported are those of the file's Q/DQ semantics (ONNX Runtime node by node, no TensorRT here)."""
     from compressreid.export.tensorrt_check import TRT_CHECKS
+    from compressreid.quant.ptq import WEIGHTED_OPS
 
     out = tmp_path / "out"
     assert run_in_process(monkeypatch, work, out, "TEST.GATES", LENIENT, "QUANT.TARGETS",
@@ -452,7 +456,8 @@ def test_tensorrt_target_ships_a_file_its_parser_takes_judged_on_its_qdq_semanti
         for name in node.input:
             consumers.setdefault(name, set()).add(node.op_type)
     for dq in (n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] not in init):
-        assert "Conv" in consumers[dq.output[0]] and consumers[dq.output[0]] <= {"Conv", "Add"}
+        readers = consumers[dq.output[0]]
+        assert readers & set(WEIGHTED_OPS) and readers <= {*WEIGHTED_OPS, "Add"}, readers
     entry = check_model_card(str(out / "model_card.json"), path)
     assert entry["target"]["format"]["placement"] == "weighted_inputs"
     cfg = load_config(str(out / "config.yaml"))

@@ -39,10 +39,8 @@ class TensorRT(QuantTarget):
     def format_from_config(cls, q: CfgNode) -> QuantFormat:
         """TensorRT's INT8 form: int8 activations with zero point 0 (QUANT.ACTIVATION_TYPE does not apply), biases in
         float (its parser takes no int32 Q/DQ; it folds the bias into the INT8 kernel itself), Q/DQ on weighted-layer
-        inputs only. Measured on ResNet-18-IBN 1/4 (minmax calibration, all-INT8, Q/DQ semantics): every quantizable
-        op's inputs and outputs quantized (ONNX Runtime's CPU placement) 49.90 mAP, embedding cosine 0.954 to FP32;
-        weighted-layer inputs only 51.05, 0.984 (FP32 51.93): each extra requantization of a symmetric int8 tensor
-        costs, and TensorRT does not need them to fuse."""
+        inputs only: each extra requantization of a symmetric int8 tensor costs accuracy (README, "TensorRT: where
+        the Q/DQ pairs go"), and TensorRT fuses without them."""
         return QuantFormat("int8", True, q.WEIGHT_BITS or cls.default_weight_bits, True, quantized_bias=False,
                            placement="weighted_inputs")
 
