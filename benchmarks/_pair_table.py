@@ -237,7 +237,7 @@ def plot(rows: Sequence[Row], choice: Choice, targets: Targets, kind: str, path:
     ax.set_ylabel("INT8 student mAP, % of the teacher's\n(synthetic, mean over seeds)")
     ax.set_title(f"Pair selection on {kind}", fontsize=10)
     if front or chosen:
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
