@@ -85,6 +85,7 @@ def table(rows: List[Dict]) -> str:
     mAP drop."""
     lines = ["| run (FP32 mAP) | calibration, placement | rounding | mAP drop, mean ± std (per seed) | cosine mean |"
              " cosine min (worst) | quantize s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+
     def key(row: Dict) -> tuple:
         return row["run"], f"{row['calibration']}, {row['placement']}", row["refinement"]
 

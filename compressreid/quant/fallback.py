@@ -98,7 +98,6 @@ def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quant
     again when it was not the last, or an outcome without a path when ``all_int8`` (the metrics of the model with
     no FP32 layer) beats every attempt; None when nothing was tried.
     """
-    outcome = None
     tried: List[Dict[str, object]] = []
     for k in range(1, min(max_fp32_layers, len(ranking)) + 1):
         kept = [s.layer for s in ranking[:k]]
@@ -107,19 +106,16 @@ def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quant
                       "passed": passed})
         logger.info("fallback: %d layer(s) in FP32 -> mAP %.2f, cosine %.4f, gates %s", k, metrics["mAP"],
                     metrics["cosine_mean"], "pass" if passed else "fail")
-        outcome = FallbackOutcome(out_path, kept, metrics, passed, tried)
         if passed:
-            return outcome
+            return FallbackOutcome(out_path, kept, metrics, True, tried)
     if not tried:
         return None
-    candidates = tried + ([{"fp32_layers": [], **all_int8}] if all_int8 else [])
-    best = max(candidates, key=lambda t: (t["mAP"], t["cosine_mean"]))
-    if best is tried[-1]:
-        return outcome
-    logger.info("fallback: no count passes; keeping the best, %d layer(s) in FP32 (mAP %.2f)",
-                len(best["fp32_layers"]), best["mAP"])
-    metrics = {"mAP": best["mAP"], "cosine_mean": best["cosine_mean"]}
-    if not best["fp32_layers"]:
-        return FallbackOutcome("", [], metrics, False, tried)
-    return FallbackOutcome(quantize(out_path, best["fp32_layers"], ()), list(best["fp32_layers"]), metrics, False,
-                           tried)
+    best = max(tried + ([{"fp32_layers": [], **all_int8}] if all_int8 else []),
+               key=lambda t: (t["mAP"], t["cosine_mean"]))
+    path = out_path  # the last attempt's file
+    if best is not tried[-1]:
+        logger.info("fallback: no count passes; keeping the best, %d layer(s) in FP32 (mAP %.2f)",
+                    len(best["fp32_layers"]), best["mAP"])
+        path = quantize(out_path, best["fp32_layers"], ()) if best["fp32_layers"] else ""
+    return FallbackOutcome(path, list(best["fp32_layers"]), {"mAP": best["mAP"], "cosine_mean": best["cosine_mean"]},
+                           False, tried)
