@@ -1,5 +1,6 @@
 """Shared helpers of the runtime benchmarks (runtime_speed.py, peer_nncf.py): models with random weights and warmed
-BN statistics, our INT8 and NNCF's INT8 of one FP32 ONNX file, a runner per runtime, and interleaved timing."""
+BN statistics, our INT8 and NNCF's INT8 of one FP32 ONNX file, a runner per runtime, interleaved timing, and per-query
+AP with paired differences."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ import torch
 from torch import nn
 
 from compressreid.config import load_config
+from compressreid.evaluation.distance import compute_distance
+from compressreid.evaluation.evaluator import encode_identities
+from compressreid.evaluation.rank import evaluate_rank_detailed
 from compressreid.export.onnx_export import example_images
 from compressreid.modeling import build_model
 from compressreid.quant.format import QuantFormat
@@ -103,6 +107,26 @@ def fp32_layers(path: str) -> List[str]:
     dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
     return [node.name for node in graph.node
             if node.op_type in WEIGHTED_OPS and len(node.input) > 1 and node.input[1] not in dequantized]
+
+
+# ---- per-query accuracy ------------------------------------------------------------------------------------------
+def per_query_ap(q_feats: torch.Tensor, g_feats: torch.Tensor, images, metric: str) -> np.ndarray:
+    """AP (in %) of every query of ``images`` (a compressreid.quant.compare.TestImages), ranked densely by
+    ``metric``; NaN for a query without a true match. Its NaN-mean is the evaluator's mAP without AQE/re-ranking."""
+    q_ids, g_ids = encode_identities([r.pid for r in images.q_records], [r.pid for r in images.g_records])
+    q_cams = np.array([r.camid for r in images.q_records])
+    g_cams = np.array([r.camid for r in images.g_records])
+    ranks = evaluate_rank_detailed(np.asarray(compute_distance(q_feats, g_feats, metric)), q_ids, g_ids, q_cams,
+                                   g_cams)
+    ap = np.full(len(q_ids), np.nan)
+    ap[ranks.valid_query_mask] = ranks.all_AP * 100.0
+    return ap
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> Tuple[float, float]:
+    """Mean of a - b over the queries valid in both, and its standard error over queries."""
+    diff = (a - b)[np.isfinite(a) & np.isfinite(b)]
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
 
 
 # ---- runners -------------------------------------------------------------------------------------------------------

@@ -18,18 +18,17 @@ import torch
 
 from compressreid.config import load_config
 from compressreid.data.build import load_test_sets
-from compressreid.evaluation.evaluator import ReIDEvaluator, encode_identities
-from compressreid.evaluation.rank import evaluate_rank_detailed
+from compressreid.evaluation.evaluator import ReIDEvaluator
 from compressreid.export.ort_model import OrtEmbedder
 from compressreid.quant.compare import evaluate_cached, load_test_images
 
+from _bench import paired_difference, per_query_ap
 
-def per_query_ap(evaluator: ReIDEvaluator, model, images) -> np.ndarray:
-    """AP (in %) of every valid query, in query order."""
-    q_pids, g_pids = encode_identities([r.pid for r in images.q_records], [r.pid for r in images.g_records])
-    q_cams, g_cams = (np.array([r.camid for r in records]) for records in (images.q_records, images.g_records))
-    distmat = evaluate_cached(evaluator, model, images).result.distmat
-    return evaluate_rank_detailed(distmat, q_pids, g_pids, q_cams, g_cams).all_AP * 100
+
+def query_ap(evaluator: ReIDEvaluator, model, images) -> np.ndarray:
+    """AP (in %) of every query, in query order (NaN without a true match)."""
+    embedded = evaluate_cached(evaluator, model, images)
+    return per_query_ap(embedded.q_feats, embedded.g_feats, images, evaluator.metric)
 
 
 def main() -> None:
@@ -44,12 +43,13 @@ def main() -> None:
     cfg = load_config(args.config, ["INPUT.SIZE_TEST", repr([height, width]), "TEST.TOPK", "0"])
     images = load_test_images(cfg, load_test_sets(cfg)[0])
     evaluator = ReIDEvaluator.from_config(cfg)
-    optimised = per_query_ap(evaluator, OrtEmbedder(args.onnx, threads=args.threads, optimized=True), images)
-    reference = per_query_ap(evaluator, OrtEmbedder(args.onnx, threads=args.threads, optimized=False), images)
-    diff = optimised - reference
-    stderr = diff.std(ddof=1) / np.sqrt(len(diff))
-    print(f"{len(diff)} queries: mAP optimised {optimised.mean():.3f}, node by node {reference.mean():.3f}; paired "
-          f"difference {diff.mean():+.3f} +- {stderr:.3f} (standard error); {(np.abs(diff) > 1e-6).sum()} queries "
+    optimised = query_ap(evaluator, OrtEmbedder(args.onnx, threads=args.threads, optimized=True), images)
+    reference = query_ap(evaluator, OrtEmbedder(args.onnx, threads=args.threads, optimized=False), images)
+    valid = np.isfinite(optimised) & np.isfinite(reference)
+    mean, stderr = paired_difference(optimised, reference)
+    diff = (optimised - reference)[valid]
+    print(f"{valid.sum()} queries: mAP optimised {np.nanmean(optimised):.3f}, node by node {np.nanmean(reference):.3f}; "
+          f"paired difference {mean:+.3f} +- {stderr:.3f} (standard error); {(np.abs(diff) > 1e-6).sum()} queries "
           f"changed, the largest by {np.abs(diff).max():.2f} AP points")
 
 

@@ -14,7 +14,18 @@ QUANT.CALIBRATION, seed), one image per NNCF item. Each file runs in ONNX Runtim
 model (``openvino``) and OpenVINO compiled per batch with static shapes (``openvino-static``, as our openvino target
 runs it), in accuracy and latency rows alike: mAP, drop, embedding cosine mean/min and
 top-10 overlap against the FP32 file in ONNX Runtime (as tools/quantize.py judges), FP32 layers left, size, and
-interleaved latency b1/b32 (wall and process CPU ms per call, and the paired CPU-time ratio to ours).
+interleaved latency b1/b32 (wall and process CPU ms per call, and the paired CPU-time ratio to ours); and each
+file's paired per-query AP difference to ours in the same runtime, with its standard error over queries.
+
+Both sides choose on the test set: our fallback judges its gates there, NNCF's accuracy control is validated there.
+``--holdout`` scores every file again on a second test set that no choice saw (for the synthetic benchmark, one
+rendered with another seed and more identities), so a file that won the first set by chance shows it there:
+
+    python benchmarks/peer_nncf.py output/ev/r18q_s0 --ours output/q9/r18q_s0_ptq_drop01 --max-drop 0.1 \
+        --holdout DATASETS.SYNTHETIC.SEED 1 DATASETS.SYNTHETIC.NUM_TEST_IDS 400 --keep output/peer/r18q_s0
+
+``--keep`` keeps the files (and a stamp of what made them); ``--reuse`` then scores the kept NNCF files again
+instead of quantizing (accuracy control on OSNet takes over half an hour).
 """
 
 from __future__ import annotations
@@ -23,8 +34,9 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 import tempfile
-from typing import Dict, List, Sequence
+from typing import Dict, List, NoReturn, Sequence
 
 import numpy as np
 import onnx
@@ -33,9 +45,7 @@ import torch
 from compressreid.config import load_config
 from compressreid.data.build import load_test_sets
 from compressreid.engine.source_run import load_source_model
-from compressreid.evaluation.distance import compute_distance
-from compressreid.evaluation.evaluator import ReIDEvaluator, encode_identities
-from compressreid.evaluation.rank import evaluate_rank_detailed
+from compressreid.evaluation.evaluator import ReIDEvaluator
 from compressreid.export.conventions import ConventionAdapter
 from compressreid.export.cpu import this_machine
 from compressreid.export.onnx_export import example_images, export_onnx
@@ -52,6 +62,11 @@ import _ov_tuned
 
 # runtime -> embedder, as _bench.make_runner times it: OpenVINO with one dynamic-batch model, and compiled per batch
 # (what the openvino target runs)
+# NNCF's files, by row name (in --keep's folder)
+NNCF_FILES = {"NNCF": "nncf.onnx", "NNCF no bias correction": "nncf_nobc.onnx",
+              "NNCF accuracy control": "nncf_ac.onnx"}
+STAMP = "peer_stamp.json"
+
 EMBEDDERS = {"onnxruntime": OrtEmbedder,
              "openvino": lambda path, threads: _bench.RunnerModule(_bench.make_runner(path, "openvino", threads)),
              "openvino-static": OpenVinoEmbedder}
@@ -68,10 +83,6 @@ class RetrievalValidation:
 
     def __init__(self, images, metric: str, flip: bool, threads: int, folder: str):
         self.images, self.metric, self.flip, self.threads, self.folder = images, metric, flip, threads, folder
-        q_pids, g_pids = [r.pid for r in images.q_records], [r.pid for r in images.g_records]
-        self.q_ids, self.g_ids = encode_identities(q_pids, g_pids)
-        self.q_cams = np.array([r.camid for r in images.q_records])
-        self.g_cams = np.array([r.camid for r in images.g_records])
         self.cache: Dict[str, np.ndarray] = {}
         self.calls = self.models = 0
 
@@ -86,11 +97,7 @@ class RetrievalValidation:
             self.models += 1
             q = embed_images(embedder, self.images.q_images, flip=self.flip)
             g = embed_images(embedder, self.images.g_images, flip=self.flip)
-            ranks = evaluate_rank_detailed(np.asarray(compute_distance(q, g, self.metric)), self.q_ids, self.g_ids,
-                                           self.q_cams, self.g_cams)
-            ap = np.full(len(self.q_ids), np.nan)
-            ap[ranks.valid_query_mask] = ranks.all_AP * 100.0
-            self.cache = {key: ap}  # NNCF validates one model at a time
+            self.cache = {key: _bench.per_query_ap(q, g, self.images, self.metric)}  # NNCF validates one at a time
         return self.cache[key]
 
     def __call__(self, model: onnx.ModelProto, items) -> tuple:
@@ -119,20 +126,61 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--calls", type=int, nargs="+", default=[20, 3], help="timed calls per cell per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--keep", default="", help="keep the ONNX files in this folder")
+    parser.add_argument("--reuse", action="store_true",
+                        help="score the NNCF files kept in --keep's folder instead of quantizing again (refused "
+                             "unless they were made from the same FP32 file, config, overrides and max drop)")
+    parser.add_argument("--holdout", nargs="+", default=[], metavar="KEY VALUE",
+                        help="config overrides of a second test set no choice sees, where every file is scored "
+                             "again, e.g. DATASETS.SYNTHETIC.SEED 1 DATASETS.SYNTHETIC.NUM_TEST_IDS 400")
     parser.add_argument("--json", default="")
     parser.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides")
     args = parser.parse_args()
     if len(args.calls) != len(args.batches):
         parser.error("--calls needs one number per --batches entry")
+    if args.reuse and not args.keep:
+        parser.error("--reuse needs --keep FOLDER (where the NNCF files were kept)")
+    if len(args.holdout) % 2:
+        parser.error("--holdout needs KEY VALUE pairs")
     return args
 
 
+def fail(message: str) -> NoReturn:
+    """Bad input: one line, exit 2."""
+    print(message, file=sys.stderr)
+    sys.exit(2)
+
+
 def shipped(ours: str) -> tuple:
-    """(INT8 file, FP32 file or '') of --ours: a run folder's student_int8.onnx and student_fp32.onnx, or a file."""
-    if os.path.isdir(ours):
-        fp32 = os.path.join(ours, "student_fp32.onnx")
-        return os.path.join(ours, "student_int8.onnx"), fp32 if os.path.isfile(fp32) else ""
-    return ours, ""
+    """(INT8 file, FP32 file or '') of --ours: a run folder's student_int8.onnx, or a file; with the student_fp32.onnx
+    beside it when there is one (a rejected file, student_int8.rejected.onnx, is compared with its own source)."""
+    int8 = os.path.join(ours, "student_int8.onnx") if os.path.isdir(ours) else ours
+    fp32 = os.path.join(os.path.dirname(int8), "student_fp32.onnx")
+    return int8, fp32 if os.path.isfile(fp32) else ""
+
+
+def stamp(args, fp32: str) -> Dict[str, object]:
+    """What NNCF's files depend on: the FP32 file's bytes, the config, its overrides (calibration seed), max drop."""
+    with open(fp32, "rb") as handle:
+        digest = hashlib.sha256(handle.read()).hexdigest()
+    return {"fp32_sha256": digest, "config_file": args.config_file, "opts": list(args.opts),
+            "max_drop": args.max_drop}
+
+
+def reused(args, fp32: str, folder: str) -> Dict[str, str]:
+    """NNCF's kept files that match this run (--reuse); exits 2 naming what differs."""
+    path = os.path.join(folder, STAMP)
+    kept = json.load(open(path, encoding="utf-8")) if os.path.isfile(path) else {}
+    wanted = stamp(args, fp32)
+    differs = [key for key in wanted if kept.get(key) != wanted[key]]
+    if differs:
+        fail(f"--reuse: {folder} holds no NNCF files made like this run ({', '.join(differs)} "
+             f"differ{'s' if len(differs) == 1 else ''}); run once without --reuse")
+    names = [n for n in NNCF_FILES if not (n == "NNCF no bias correction" and args.no_nncf_variant)
+             and not (n == "NNCF accuracy control" and args.no_accuracy_control)]
+    missing = [NNCF_FILES[n] for n in names if not os.path.isfile(os.path.join(folder, NNCF_FILES[n]))]
+    if missing:
+        fail(f"--reuse: {folder} lacks {', '.join(missing)}; run once without --reuse")
+    return {n: os.path.join(folder, NNCF_FILES[n]) for n in names}
 
 
 def make_files(args, cfg, plan, target, batches, images, folder: str) -> Dict[str, str]:
@@ -143,6 +191,7 @@ def make_files(args, cfg, plan, target, batches, images, folder: str) -> Dict[st
         if target.convention.name != plan.source_convention:
             model = ConventionAdapter(model, target.convention)
         fp32 = export_onnx(model, os.path.join(folder, "fp32.onnx"), plan.input_size, cfg.QUANT.OPSET)
+    nncf_files = reused(args, fp32, folder) if args.reuse else {}
     files = {"FP32": fp32,
              "ours": ours or _bench.quantize_ours(fp32, os.path.join(folder, "ours.onnx"), batches, target.fmt,
                                                   cfg.QUANT.CALIBRATION.METHOD, refinement_of(cfg))}
@@ -150,16 +199,21 @@ def make_files(args, cfg, plan, target, batches, images, folder: str) -> Dict[st
         files[f"ours {text}"] = _ov_tuned.quantize_ov_tuned(fp32, os.path.join(folder, f"ours_ov{i}.onnx"), batches,
                                                            target.fmt, _ov_tuned.parse_variant(text),
                                                            cfg.QUANT.CALIBRATION.METHOD)
+    if nncf_files:
+        return {**files, **nncf_files}
     singles = _bench.single_images(batches)
-    files["NNCF"] = _bench.quantize_nncf(fp32, os.path.join(folder, "nncf.onnx"), singles)
+    files["NNCF"] = _bench.quantize_nncf(fp32, os.path.join(folder, NNCF_FILES["NNCF"]), singles)
     if not args.no_nncf_variant:
         import nncf
 
         no_bias = nncf.AdvancedQuantizationParameters(disable_bias_correction=True)
-        files["NNCF no bias correction"] = _bench.quantize_nncf(fp32, os.path.join(folder, "nncf_nobc.onnx"), singles,
-                                                                advanced_parameters=no_bias)
+        files["NNCF no bias correction"] = _bench.quantize_nncf(
+            fp32, os.path.join(folder, NNCF_FILES["NNCF no bias correction"]), singles, advanced_parameters=no_bias)
     if not args.no_accuracy_control:
         files["NNCF accuracy control"] = nncf_accuracy_control(args, cfg, fp32, singles, images, folder)
+    if args.keep:
+        with open(os.path.join(folder, STAMP), "w", encoding="utf-8") as handle:
+            json.dump(stamp(args, fp32), handle, indent=1)
     return files
 
 
@@ -172,24 +226,30 @@ def nncf_accuracy_control(args, cfg, fp32: str, singles: Sequence[np.ndarray], i
         model, _bench.nncf_dataset(model, singles), nncf.Dataset(list(range(len(images.q_records)))), validation,
         max_drop=args.max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(singles))
     print(f"NNCF accuracy control: validation_fn called {validation.calls} times, {validation.models} models embedded")
-    path = os.path.join(folder, "nncf_ac.onnx")
+    path = os.path.join(folder, NNCF_FILES["NNCF accuracy control"])
     onnx.save(quantized, path)
     return path
 
 
-def accuracy_rows(args, files, evaluator, images, threads) -> List[Dict[str, object]]:
-    """Per file and runtime: retrieval metrics and agreement with the FP32 file in ONNX Runtime."""
+def accuracy_rows(args, files, evaluator, images, threads, test_set: str) -> List[Dict[str, object]]:
+    """Per file and runtime on one test set: retrieval metrics, agreement with the FP32 file in ONNX Runtime, and the
+    paired per-query AP difference to ours in the same runtime (mean and standard error over queries)."""
     reference = evaluate_cached(evaluator, OrtEmbedder(files["FP32"], threads), images)
     ref_map = reference.result.metrics["mAP"]
-    rows = []
+    rows, ap = [], {}
     for name, path in files.items():
         for runtime in args.runtimes:
             embedded = evaluate_cached(evaluator, EMBEDDERS[runtime](path, threads), images)
             metrics = embedded.result.metrics
             parity = quantization_parity(reference, embedded, evaluator.metric)
-            rows.append({"file": name, "runtime": runtime, "mAP": metrics["mAP"], "rank1": metrics["rank1"],
-                         "mAP_drop": ref_map - metrics["mAP"], **parity, "size_kb": os.path.getsize(path) / 1024,
+            ap[name, runtime] = _bench.per_query_ap(embedded.q_feats, embedded.g_feats, images, evaluator.metric)
+            rows.append({"file": name, "runtime": runtime, "test_set": test_set, "queries": len(images.q_records),
+                         "mAP": metrics["mAP"], "rank1": metrics["rank1"], "mAP_drop": ref_map - metrics["mAP"],
+                         **parity, "size_kb": os.path.getsize(path) / 1024,
                          "fp32_layers": None if name == "FP32" else len(_bench.fp32_layers(path))})
+    for row in rows:
+        row["vs_ours_mAP"], row["vs_ours_se"] = _bench.paired_difference(ap[row["file"], row["runtime"]],
+                                                                          ap["ours", row["runtime"]])
     return rows
 
 
@@ -210,17 +270,36 @@ def latency(args, files, size) -> Dict[str, Dict[str, object]]:
     return out
 
 
+ACCURACY_HEAD = (f"{'file':32s} {'runtime':15s} {'mAP':>6s} {'drop':>6s} {'vs ours +- se':>13s} {'cos mean':>8s} "
+                 f"{'cos min':>8s} {'top10':>6s} {'FP32 L':>6s} {'KB':>7s}")
+
+
+def accuracy_cells(row) -> str:
+    layers = "-" if row["fp32_layers"] is None else str(row["fp32_layers"])
+    paired = "-" if row["file"] == "ours" else f"{row['vs_ours_mAP']:+.2f} +- {row['vs_ours_se']:.2f}"
+    return (f"{row['file']:32s} {row['runtime']:15s} {row['mAP']:6.2f} {row['mAP_drop']:6.2f} {paired:>13s} "
+            f"{row['cosine_mean']:8.4f} {row['cosine_min']:8.4f} {row['top10_overlap']:6.1f} {layers:>6s} "
+            f"{row['size_kb']:7.0f}")
+
+
 def print_table(rows, lat, batches) -> None:
     head = " ".join(f"{'b' + str(b) + ' ms':>8s} {'cpu':>7s} {'/ours':>6s}" for b in batches)
-    print(f"{'file':32s} {'runtime':15s} {'mAP':>6s} {'drop':>6s} {'cos mean':>8s} {'cos min':>8s} {'top10':>6s} "
-          f"{'FP32 L':>6s} {'KB':>7s} {head}")
+    print(f"{ACCURACY_HEAD} {head}")
     for row in rows:
         cells = [lat[f"{row['file']}|{row['runtime']}|{b}"] for b in batches]
-        layers = "-" if row["fp32_layers"] is None else str(row["fp32_layers"])
-        print(f"{row['file']:32s} {row['runtime']:15s} {row['mAP']:6.2f} {row['mAP_drop']:6.2f} "
-              f"{row['cosine_mean']:8.4f} {row['cosine_min']:8.4f} {row['top10_overlap']:6.1f} {layers:>6s} "
-              f"{row['size_kb']:7.0f} " + " ".join(f"{c['ms_p50']:8.2f} {c['cpu_ms_p50']:7.2f} {c['vs_ours_cpu']:6.3f}"
-                                                for c in cells))
+        print(f"{accuracy_cells(row)} " + " ".join(f"{c['ms_p50']:8.2f} {c['cpu_ms_p50']:7.2f} {c['vs_ours_cpu']:6.3f}"
+                                                   for c in cells))
+
+
+def held_out_images(args, plan, target, selection):
+    """The --holdout test set, read like the selection set; exits 2 when it is the selection set again."""
+    cfg = load_config(args.config_file, ["QUANT.SOURCE", args.source, *args.opts, *args.holdout,
+                                         "INPUT.SIZE_TEST", repr(list(plan.input_size))])
+    images = in_convention(load_test_images(cfg, load_test_sets(cfg)[0]), target.convention)
+    if {r.path for r in images.q_records} & {r.path for r in selection.q_records}:
+        fail(f"--holdout {' '.join(args.holdout)}: shares query images with the test set the files were chosen on; "
+             f"give another dataset or DATASETS.SYNTHETIC.SEED")
+    return images
 
 
 def main() -> None:
@@ -236,12 +315,14 @@ def main() -> None:
     batches = [target.convention.from_rgb255(b) for b in calibration_batches(eval_cfg, q.NUM_IMAGES, q.BATCH_SIZE,
                                                                              cfg.SEED)]
     images = in_convention(load_test_images(eval_cfg, load_test_sets(eval_cfg)[0]), target.convention)
+    held_out = held_out_images(args, plan, target, images) if args.holdout else None
     evaluator = ReIDEvaluator.from_config(eval_cfg)
     with tempfile.TemporaryDirectory(prefix="peer-nncf-") as tmp:
         folder = args.keep or tmp
         os.makedirs(folder, exist_ok=True)
         files = make_files(args, cfg, plan, target, batches, images, folder)
-        rows = accuracy_rows(args, files, evaluator, images, args.threads)
+        rows = accuracy_rows(args, files, evaluator, images, args.threads, "selection")
+        held_rows = accuracy_rows(args, files, evaluator, held_out, args.threads, "held-out") if held_out else []
         lat = latency(args, files, plan.input_size)
     machine = this_machine()
     weights = target.fmt.describe()["weights"]
@@ -249,11 +330,18 @@ def main() -> None:
           f"rounds; input {plan.input_size[0]}x{plan.input_size[1]}; target {target.name} ({weights})")
     print(f"source {args.source}; ours: {args.ours or 'quantized here'}; {sum(len(b) for b in batches)} calibration "
           f"images; drop, cosine, top10 vs the FP32 file in onnxruntime; /ours = paired CPU-time ratio to ours")
+    print(f"test set ({len(images.q_records)} queries, the one both sides chose on); vs ours = paired per-query AP "
+          f"difference to ours in the same runtime +- its standard error")
     print_table(rows, lat, args.batches)
+    if held_rows:
+        print(f"held-out test set ({len(held_out.q_records)} queries; {' '.join(args.holdout)}), seen by no choice:")
+        print(ACCURACY_HEAD)
+        for row in held_rows:
+            print(accuracy_cells(row))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"machine": machine, "args": vars(args), "files": files, "rows": rows, "latency": lat},
-                      handle, indent=1)
+            json.dump({"machine": machine, "args": vars(args), "files": files, "rows": rows + held_rows,
+                       "latency": lat}, handle, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,118 @@
+"""benchmarks/peer_nncf.py's parts that run without NNCF: per-query AP and its paired difference (what the held-out
+comparison reports), the --reuse stamp that keeps kept NNCF files from being scored against another run, and the
+argument checks (one line, exit 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from compressreid.data.records import ImageRecord
+from compressreid.evaluation.evaluator import EmbeddedSplits, ReIDEvaluator
+from compressreid.quant import compare
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BENCHMARKS = os.path.join(REPO, "benchmarks")
+
+
+@pytest.fixture
+def peer(monkeypatch):
+    """The script and its helper module, imported as the script imports them (from benchmarks/)."""
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    import _bench
+    import peer_nncf
+
+    return type("Peer", (), {"bench": _bench, "script": peer_nncf})
+
+
+def tiny_test_set(seed: int = 0):
+    """4 query identities (one without any gallery match), 2 gallery images each plus distractors; random
+    embeddings pulled towards their identity so APs differ between queries."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(6, 8))
+    q_pids, g_pids = [1, 2, 3, 5], [1, 1, 2, 2, 3, 3, 4, 4, 0, 0]
+    q_records = [ImageRecord(f"q{i}.png", pid, 0) for i, pid in enumerate(q_pids)]
+    g_records = [ImageRecord(f"g{i}.png", pid, 1) for i, pid in enumerate(g_pids)]
+    q = torch.tensor(np.stack([centres[p] for p in q_pids]) + rng.normal(scale=1.0, size=(4, 8)), dtype=torch.float32)
+    g = torch.tensor(np.stack([centres[p] for p in g_pids]) + rng.normal(scale=1.0, size=(10, 8)), dtype=torch.float32)
+    images = compare.TestImages("tiny", torch.empty(4, 3, 2, 2), q_records, torch.empty(10, 3, 2, 2), g_records)
+    return images, q, g
+
+
+def test_per_query_ap_averages_to_the_evaluators_map_and_marks_queries_without_a_match(peer):
+    images, q, g = tiny_test_set()
+    ap = peer.bench.per_query_ap(q, g, images, "cosine")
+    assert ap.shape == (4,)
+    assert np.isnan(ap[3]) and np.isfinite(ap[:3]).all()  # pid 5 has no gallery image
+    result = ReIDEvaluator(metric="cosine", roc=False).evaluate_embedded(
+        EmbeddedSplits("tiny", q, images.q_records, g, images.g_records))
+    assert np.nanmean(ap) == pytest.approx(result.metrics["mAP"], abs=1e-6)
+
+
+def test_paired_difference_is_the_mean_over_queries_valid_in_both_with_its_standard_error(peer):
+    a = np.array([50.0, 60.0, np.nan, 80.0, 10.0])
+    b = np.array([40.0, 70.0, 30.0, np.nan, 0.0])
+    mean, se = peer.bench.paired_difference(a, b)
+    diff = np.array([10.0, -10.0, 10.0])
+    assert mean == pytest.approx(diff.mean())
+    assert se == pytest.approx(diff.std(ddof=1) / np.sqrt(3))
+    assert peer.bench.paired_difference(a, a) == (0.0, 0.0)
+
+
+def args_for(peer, monkeypatch, *argv):
+    monkeypatch.setattr(sys, "argv", ["peer_nncf.py", "output/ev/model", *argv])
+    return peer.script.parse_args()
+
+
+def test_reuse_scores_kept_files_only_when_made_like_this_run(peer, monkeypatch, tmp_path, capsys):
+    fp32 = tmp_path / "fp32.onnx"
+    fp32.write_bytes(b"the fp32 file")
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    args = args_for(peer, monkeypatch, "--keep", str(keep), "--reuse", "--no-nncf-variant", "--max-drop", "0.1",
+                    "--opts", "SEED", "1")
+    for name in ("nncf.onnx", "nncf_ac.onnx"):
+        (keep / name).write_bytes(b"int8")
+
+    with pytest.raises(SystemExit) as missing_stamp:
+        peer.script.reused(args, str(fp32), str(keep))
+    assert missing_stamp.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fp32_sha256" in err and "without --reuse" in err
+
+    (keep / peer.script.STAMP).write_text(json.dumps(peer.script.stamp(args, str(fp32))))
+    assert peer.script.reused(args, str(fp32), str(keep)) == {
+        "NNCF": str(keep / "nncf.onnx"), "NNCF accuracy control": str(keep / "nncf_ac.onnx")}
+
+    other_seed = args_for(peer, monkeypatch, "--keep", str(keep), "--reuse", "--no-nncf-variant", "--max-drop", "0.1",
+                          "--opts", "SEED", "2")
+    with pytest.raises(SystemExit) as seed_differs:
+        peer.script.reused(other_seed, str(fp32), str(keep))
+    assert seed_differs.value.code == 2 and "opts differs" in capsys.readouterr().err
+
+    fp32.write_bytes(b"another fp32 file")
+    with pytest.raises(SystemExit):
+        peer.script.reused(args, str(fp32), str(keep))
+    assert "fp32_sha256 differs" in capsys.readouterr().err
+
+    fp32.write_bytes(b"the fp32 file")
+    os.remove(keep / "nncf_ac.onnx")
+    with pytest.raises(SystemExit) as lacks:
+        peer.script.reused(args, str(fp32), str(keep))
+    assert lacks.value.code == 2 and "lacks nncf_ac.onnx" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--reuse"], "--reuse needs --keep"),
+    (["--holdout", "DATASETS.SYNTHETIC.SEED"], "--holdout needs KEY VALUE pairs"),
+])
+def test_bad_arguments_exit_2_with_one_line(peer, monkeypatch, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        args_for(peer, monkeypatch, *argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
