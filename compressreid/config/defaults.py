@@ -444,9 +444,10 @@ _C.QUANT.WEIGHT_ROUNDING = "auto"
 # on 3 of 4 models measured (MobileNetV3-small: 1.06 -> 1.34, 3 calibration samples; README).
 _C.QUANT.BIAS_CORRECTION = False
 _C.QUANT.FALLBACK = CN()
-# When a gate fails, keep the most sensitive layers in FP32 (one more at a time) until the gates pass.
+# When a gate fails, keep the most sensitive nodes in FP32 (one more at a time) until the gates pass: weighted
+# layers and the element-wise joins (residual Add, gate Mul) the format quantizes (compressreid.quant.ptq.FALLBACK_OPS).
 _C.QUANT.FALLBACK.ENABLED = True
-# At most this many layers stay FP32; the gate failure stands beyond it.
+# At most this many nodes stay FP32 (layers and joins together); the gate failure stands beyond it.
 _C.QUANT.FALLBACK.MAX_FP32_LAYERS = 6
 _C.QUANT.QAT = CN()
 # Fine-tuning iterations with fake quantization (SOLVER.* gives the optimizer; BASE_LR is usually small).

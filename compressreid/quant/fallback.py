@@ -1,4 +1,5 @@
-"""Per-layer quantization sensitivity and the accuracy-aware fallback that keeps sensitive layers in FP32."""
+"""Per-node quantization sensitivity and the accuracy-aware fallback that keeps sensitive nodes (weighted layers,
+element-wise joins: compressreid.quant.ptq.fallback_candidates) in FP32."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import onnx
 from tqdm import tqdm
 
 from compressreid.quant.format import QuantFormat
-from compressreid.quant.ptq import calibrate, quantize_ptq, weighted_layers
+from compressreid.quant.ptq import calibrate, quantize_ptq
 from compressreid.quant.refine import NEAREST, Refinement, integer_weight_codes
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ Judge = Callable[[str], Tuple[Dict[str, float], bool]]
 
 @dataclass
 class LayerSensitivity:
-    """What quantizing one layer alone costs, against the FP32 model."""
+    """What quantizing one node (a weighted layer or an element-wise join) alone costs, against the FP32 model."""
 
     layer: str
     mAP_drop: float
@@ -64,13 +65,13 @@ def ptq_quantizer(prepared_path: str, batches, method: str, fmt: QuantFormat, pe
     return quantize
 
 
-def layer_sensitivity(prepared_path: str, quantize: Quantizer, judge: Judge, fp32_map: float, workdir: str,
+def layer_sensitivity(nodes: Sequence[str], quantize: Quantizer, judge: Judge, fp32_map: float, workdir: str,
                       progress: bool = True) -> List[LayerSensitivity]:
-    """Quantize each weighted layer alone and measure mAP drop and embedding cosine; most sensitive first."""
+    """Quantize each of ``nodes`` alone and measure mAP drop and embedding cosine; most sensitive first."""
     results = []
     path = os.path.join(workdir, "sensitivity.onnx")
-    for layer in tqdm(weighted_layers(prepared_path), desc="layer sensitivity", unit="layer", disable=not progress,
-                      dynamic_ncols=True, leave=False):
+    for layer in tqdm(nodes, desc="layer sensitivity", unit="node", disable=not progress, dynamic_ncols=True,
+                      leave=False):
         metrics = judge.metrics(quantize(path, (), (layer,)))
         results.append(LayerSensitivity(layer, fp32_map - metrics["mAP"], metrics["cosine_mean"]))
     if os.path.exists(path):
@@ -91,7 +92,7 @@ class FallbackOutcome:
 def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quantizer, judge: Judge, out_path: str,
                             max_fp32_layers: int, all_int8: Optional[Dict[str, float]] = None
                             ) -> Optional[FallbackOutcome]:
-    """Keep the top-k most sensitive layers in FP32 for k = 1.. until the gates pass or k = ``max_fp32_layers``.
+    """Keep the top-k most sensitive nodes in FP32 for k = 1.. until the gates pass or k = ``max_fp32_layers``.
 
     Returns the passing model; when none passes, the best tried (highest mAP, then cosine: what a user reading the
     rejected file would want, and not always the last: one more FP32 layer can cost on a small test set), made

@@ -36,7 +36,7 @@ from compressreid.quant.compare import (Embedded, TestImages, evaluate_cached, l
 from compressreid.quant.fallback import accuracy_aware_fallback, layer_sensitivity, ptq_quantizer
 from compressreid.quant.judge import TargetJudge, in_convention, numbers
 from compressreid.quant.plan import QuantPlan, check_quantize_inputs, quantize_verdict, source_metrics
-from compressreid.quant.ptq import calibrate, preprocess
+from compressreid.quant.ptq import calibrate, fallback_candidates, preprocess
 from compressreid.quant.refine import Refinement, refinement_of
 from compressreid.quant.targets import QuantTarget
 
@@ -151,9 +151,10 @@ def _latency(cfg: CfgNode, model_of, input_size, convention: InputConvention) ->
 def _fallback(cfg: CfgNode, prepared: str, quantize, judge: TargetJudge, fp32_map: float, workdir: str,
               first: Dict[str, float], progress: bool) -> Tuple[Optional[str], Dict[str, object]]:
     """Sensitivity analysis and FP32 fallback; returns the fallback model (None if nothing tried) and its record."""
-    logger.warning("%s: INT8 model fails its gates (%s): measuring per-layer sensitivity for the FP32 fallback",
+    logger.warning("%s: INT8 model fails its gates (%s): measuring per-node sensitivity for the FP32 fallback",
                    judge.target.name, {k: round(v, 4) for k, v in first.items() if k in ("mAP", "cosine_mean")})
-    ranking = layer_sensitivity(prepared, quantize, judge, fp32_map, workdir, progress)
+    ranking = layer_sensitivity(fallback_candidates(prepared, judge.target.fmt), quantize, judge, fp32_map, workdir,
+                                progress)
     outcome = accuracy_aware_fallback(ranking, quantize, judge,
                                       os.path.join(workdir, f"int8_fallback_{judge.target.name}.onnx"),
                                       cfg.QUANT.FALLBACK.MAX_FP32_LAYERS, first)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from compressreid.quant import fallback
 from compressreid.quant.fallback import LayerSensitivity, accuracy_aware_fallback, layer_sensitivity
 
 FP32_MAP = 80.0
@@ -60,8 +59,7 @@ RANKING = [LayerSensitivity(name, drop, cos)
                                    ("conv_d", 0.0, 0.99), ("conv_e", 0.0, 0.995))]
 
 
-def test_sensitivity_quantizes_each_layer_alone_and_ranks_most_sensitive_first(tmp_path, monkeypatch):
-    monkeypatch.setattr(fallback, "weighted_layers", lambda path: ["c1", "c2", "c3", "c4", "c5"])
+def test_sensitivity_quantizes_each_node_alone_and_ranks_most_sensitive_first(tmp_path):
     quantize = FakeQuantizer()
     judge = FakeJudge(quantize, metrics_of_only={
         "c1": {"mAP": FP32_MAP, "cosine_mean": 0.999},        # harmless
@@ -70,7 +68,8 @@ def test_sensitivity_quantizes_each_layer_alone_and_ranks_most_sensitive_first(t
         "c4": {"mAP": FP32_MAP - 1.0, "cosine_mean": 0.99},
         "c5": {"mAP": FP32_MAP - 1.0, "cosine_mean": 0.97},   # ties c4 on mAP, worse cosine: ranked before it
     })
-    ranking = layer_sensitivity("prepared.onnx", quantize, judge, FP32_MAP, str(tmp_path), progress=False)
+    ranking = layer_sensitivity(["c1", "c2", "c3", "c4", "c5"], quantize, judge, FP32_MAP, str(tmp_path),
+                                progress=False)
     assert [s.layer for s in ranking] == ["c2", "c5", "c4", "c3", "c1"]
     assert ranking[0].mAP_drop == pytest.approx(3.0) and ranking[0].cosine_mean == 0.98
     assert ranking[0].to_dict() == {"layer": "c2", "mAP_drop": pytest.approx(3.0), "cosine_mean": 0.98}

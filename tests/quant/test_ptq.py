@@ -18,8 +18,8 @@ from compressreid.errors import ConfigError, ExportError
 from compressreid.export.onnx_export import example_images, export_onnx
 from compressreid.export.ort_model import ort_session
 from compressreid.quant.format import QuantFormat
-from compressreid.quant.ptq import (ACTIVATION_TYPES, CALIBRATION_METHODS, WEIGHTED_OPS, calibrate, preprocess,
-                                    quantize_ptq, weighted_layers)
+from compressreid.quant.ptq import (ACTIVATION_TYPES, CALIBRATION_METHODS, WEIGHTED_OPS, calibrate,
+                                    fallback_candidates, preprocess, quantize_ptq, weighted_layers)
 from compressreid.quant.saturation import accumulation_bounds
 
 from tiny_models import tiny_resnet18
@@ -173,6 +173,31 @@ def test_excluded_conv_keeps_fp32_weights(prepared, batches, tmp_path):
     assert g.weight_dq(by_name[kept]) is None
     assert g.init[by_name[kept].input[1]].data_type == onnx.TensorProto.FLOAT
     assert all(g.weight_dq(by_name[name]) is not None for name in layers if name != kept)
+
+
+def test_fallback_candidates_are_the_weighted_layers_and_the_joins_the_placement_quantizes(prepared):
+    nodes = {n.name: n.op_type for n in onnx.load(prepared[1]).graph.node}
+    candidates = fallback_candidates(prepared[1], QuantFormat())
+    assert [n for n in candidates if nodes[n] in WEIGHTED_OPS] == weighted_layers(prepared[1])
+    assert sorted(nodes[n] for n in candidates if nodes[n] not in WEIGHTED_OPS) == ["Add"] * 8  # the residual sums
+    assert [n for n in nodes if n in candidates] == candidates  # in graph order
+    # TensorRT's placement puts Q/DQ on weighted-layer inputs only: a float Add would change nothing
+    assert fallback_candidates(prepared[1], QuantFormat(placement="weighted_inputs")) == weighted_layers(prepared[1])
+
+
+def test_an_excluded_add_sums_in_float_and_the_rest_stays_quantized(prepared, batches, tmp_path):
+    add = next(n for n in fallback_candidates(prepared[1], QuantFormat()) if "add" in n.lower())
+    all_int8 = Graph(quantize_ptq(prepared[1], str(tmp_path / "all.onnx"), batches))
+    g = Graph(quantize_ptq(prepared[1], str(tmp_path / "ex.onnx"), batches, exclude=[add]))
+
+    def requantized(graph):
+        node = next(n for n in graph.nodes if n.name == add)
+        return [c.op_type for c in graph.consumers.get(node.output[0], [])]
+
+    assert requantized(all_int8) == ["QuantizeLinear"] and "QuantizeLinear" not in requantized(g)
+    assert all(g.weight_dq(c) is not None for c in g.of_type("Conv"))  # every layer still INT8
+    onnx.checker.check_model(onnx.load(g.path))
+    assert run(g.path).shape == (3, prepared[2].embedding_dim)
 
 
 def optimized_by_onnx_runtime(path: str, out_path: str) -> "Graph":

@@ -182,13 +182,21 @@ def test_failed_gate_exits_3_with_a_rejected_artifact_after_fallback(rejected):
     assert metrics["artifact"] == "student_int8.rejected.onnx"
     fallback = metrics["fallback"]
     assert fallback["used"] is True
-    assert len(fallback["sensitivity"]) == 20  # every convolution of the ResNet-18, measured alone
-    assert len(fallback["tried"]) == 1 and len(fallback["fp32_layers"]) == 1  # the budget: one layer
-    assert fallback["fp32_layers"] == [fallback["sensitivity"][0]["layer"]]  # the most sensitive one
+    measured = [s["layer"] for s in fallback["sensitivity"]]
+    fp32_graph = onnx.load(str(out / "student_fp32.onnx")).graph
+    # every convolution (20) and residual Add (8) of the ResNet-18, measured alone
+    assert len(measured) == len(set(measured)) == 28
+    assert sorted(n.op_type for n in fp32_graph.node if n.name in measured) == ["Add"] * 8 + ["Conv"] * 20
+    assert len(fallback["tried"]) == 1 and len(fallback["fp32_layers"]) == 1  # the budget: one node
+    assert fallback["fp32_layers"] == [measured[0]]  # the most sensitive one
     assert "int8_without_fallback" in metrics["latency"]
     rejected_graph = onnx.load(str(out / "student_int8.rejected.onnx")).graph
     kept = next(n for n in rejected_graph.node if n.name == fallback["fp32_layers"][0])
-    assert not any(n.op_type == "DequantizeLinear" and kept.input[1] in n.output for n in rejected_graph.node)
+    produced_by_dq = {o for n in rejected_graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    if kept.op_type == "Conv":  # float weights
+        assert kept.input[1] not in produced_by_dq
+    else:  # a float sum: not requantized
+        assert not any(n.op_type == "QuantizeLinear" and kept.output[0] in n.input for n in rejected_graph.node)
 
 
 def test_gates_may_name_any_reported_metric(work, tmp_path, monkeypatch):
