@@ -60,13 +60,13 @@ from compressreid.quant.refine import refinement_of
 import _bench
 import _ov_tuned
 
-# runtime -> embedder, as _bench.make_runner times it: OpenVINO with one dynamic-batch model, and compiled per batch
-# (what the openvino target runs)
-# NNCF's files, by row name (in --keep's folder)
+# NNCF's files, by row name (in --keep's folder), and what made them (--reuse checks it)
 NNCF_FILES = {"NNCF": "nncf.onnx", "NNCF no bias correction": "nncf_nobc.onnx",
               "NNCF accuracy control": "nncf_ac.onnx"}
 STAMP = "peer_stamp.json"
 
+# runtime -> embedder, as _bench.make_runner times it: OpenVINO with one dynamic-batch model, and compiled per batch
+# (what the openvino target runs)
 EMBEDDERS = {"onnxruntime": OrtEmbedder,
              "openvino": lambda path, threads: _bench.RunnerModule(_bench.make_runner(path, "openvino", threads)),
              "openvino-static": OpenVinoEmbedder}
@@ -169,7 +169,10 @@ def stamp(args, fp32: str) -> Dict[str, object]:
 def reused(args, fp32: str, folder: str) -> Dict[str, str]:
     """NNCF's kept files that match this run (--reuse); exits 2 naming what differs."""
     path = os.path.join(folder, STAMP)
-    kept = json.load(open(path, encoding="utf-8")) if os.path.isfile(path) else {}
+    kept = {}
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as handle:
+            kept = json.load(handle)
     wanted = stamp(args, fp32)
     differs = [key for key in wanted if kept.get(key) != wanted[key]]
     if differs:

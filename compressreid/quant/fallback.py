@@ -105,7 +105,7 @@ def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quant
         metrics, passed = judge(quantize(out_path, kept, ()))
         tried.append({"fp32_layers": kept, "mAP": metrics["mAP"], "cosine_mean": metrics["cosine_mean"],
                       "passed": passed})
-        logger.info("fallback: %d layer(s) in FP32 -> mAP %.2f, cosine %.4f, gates %s", k, metrics["mAP"],
+        logger.info("fallback: %d node(s) in FP32 -> mAP %.2f, cosine %.4f, gates %s", k, metrics["mAP"],
                     metrics["cosine_mean"], "pass" if passed else "fail")
         if passed:
             return FallbackOutcome(out_path, kept, metrics, True, tried)
@@ -115,7 +115,7 @@ def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quant
                key=lambda t: (t["mAP"], t["cosine_mean"]))
     path = out_path  # the last attempt's file
     if best is not tried[-1]:
-        logger.info("fallback: no count passes; keeping the best, %d layer(s) in FP32 (mAP %.2f)",
+        logger.info("fallback: no count passes; keeping the best, %d node(s) in FP32 (mAP %.2f)",
                     len(best["fp32_layers"]), best["mAP"])
         path = quantize(out_path, best["fp32_layers"], ()) if best["fp32_layers"] else ""
     return FallbackOutcome(path, list(best["fp32_layers"]), {"mAP": best["mAP"], "cosine_mean": best["cosine_mean"]},
