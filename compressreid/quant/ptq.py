@@ -74,15 +74,36 @@ def placement_options(fmt: QuantFormat) -> Tuple[List[str], Dict[str, object]]:
 
 def preprocess(fp32_path: str, out_path: str) -> str:
     """ONNX Runtime's quantization pre-processing (shape inference + graph optimisation, incl. Conv+BN fusion), then
-    every weighted layer given weights of its own (``unshare_weights``)."""
+    every node given a name (``name_unnamed_nodes``) and every weighted layer weights of its own
+    (``unshare_weights``)."""
     try:
         quant_pre_process(fp32_path, out_path, skip_symbolic_shape=False, skip_optimization=False)
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"quantization pre-processing of {fp32_path} failed: {str(exc).splitlines()[0]}") from exc
     model = onnx.load(out_path)
-    if unshare_weights(model):
+    if name_unnamed_nodes(model) | bool(unshare_weights(model)):
         onnx.save(model, out_path)
     return out_path
+
+
+def name_unnamed_nodes(model: onnx.ModelProto) -> bool:
+    """Give every node without a name a unique one (``<op_type>_<index>``): quantize_static's node lists, the
+    sensitivity scan and the fallback address nodes by name, and ONNX Runtime's optimizer leaves the nodes it makes
+    unnamed (MobileNetV3's HardSwish becomes an unnamed HardSigmoid and Mul). Modifies ``model`` in place; returns
+    whether any node was named."""
+    taken = {node.name for node in model.graph.node}
+    named = False
+    for index, node in enumerate(model.graph.node):
+        if node.name:
+            continue
+        name, suffix = f"{node.op_type}_{index}", 0
+        while name in taken:
+            suffix += 1
+            name = f"{node.op_type}_{index}_{suffix}"
+        node.name = name
+        taken.add(name)
+        named = True
+    return named
 
 
 def unshare_weights(model: onnx.ModelProto) -> List[str]:
@@ -211,7 +232,7 @@ def fallback_candidates(path: str, fmt: QuantFormat) -> List[str]:
     """Names of the nodes the fallback may keep in float (FALLBACK_OPS) that ``fmt``'s placement quantizes, in graph
     order: every weighted layer, and the Add/Mul joins where the placement puts Q/DQ pairs around them."""
     op_types = set(placement_options(fmt)[0]) & set(FALLBACK_OPS)
-    return [node.name for node in onnx.load(path).graph.node if node.op_type in op_types]
+    return [node.name for node in onnx.load(path).graph.node if node.op_type in op_types and node.name]
 
 
 # Levels the Entropy (KL) search simulates. ORT's entropy histogram spans [-t, t] symmetrically; after the range is

@@ -19,7 +19,8 @@ from compressreid.export.onnx_export import example_images, export_onnx
 from compressreid.export.ort_model import ort_session
 from compressreid.quant.format import QuantFormat
 from compressreid.quant.ptq import (ACTIVATION_TYPES, CALIBRATION_METHODS, WEIGHTED_OPS, calibrate,
-                                    fallback_candidates, preprocess, quantize_ptq, weighted_layers)
+                                    fallback_candidates, name_unnamed_nodes, preprocess, quantize_ptq,
+                                    weighted_layers)
 from compressreid.quant.saturation import accumulation_bounds
 
 from tiny_models import tiny_resnet18
@@ -183,6 +184,25 @@ def test_fallback_candidates_are_the_weighted_layers_and_the_joins_the_placement
     assert [n for n in nodes if n in candidates] == candidates  # in graph order
     # TensorRT's placement puts Q/DQ on weighted-layer inputs only: a float Add would change nothing
     assert fallback_candidates(prepared[1], QuantFormat(placement="weighted_inputs")) == weighted_layers(prepared[1])
+
+
+def test_preprocess_names_the_nodes_onnx_runtime_leaves_unnamed(tmp_path):
+    """ONNX Runtime's optimizer turns MobileNetV3's HardSwish into an unnamed HardSigmoid and Mul; nodes are
+    addressed by name (sensitivity, fallback), so an unnamed one would be measured as "" and never kept in float."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])
+    nodes = [onnx.helper.make_node("HardSigmoid", ["x"], ["s"]), onnx.helper.make_node("Mul", ["x", "s"], ["m"]),
+             onnx.helper.make_node("Add", ["m", "x"], ["y"], name="Mul_1")]
+    model = onnx.helper.make_model(onnx.helper.make_graph(nodes, "g", [x], [y]),
+                                   opset_imports=[onnx.helper.make_opsetid("", 18)])
+    assert name_unnamed_nodes(model) is True
+    names = [n.name for n in model.graph.node]
+    assert all(names) and len(set(names)) == 3 and names[2] == "Mul_1"  # unique, the named node untouched
+    assert name_unnamed_nodes(model) is False
+    onnx.save(model, str(tmp_path / "hs.onnx"))
+    prepared = onnx.load(preprocess(str(tmp_path / "hs.onnx"), str(tmp_path / "prepared.onnx"))).graph
+    assert all(n.name for n in prepared.node)
+    assert "" not in fallback_candidates(str(tmp_path / "prepared.onnx"), QuantFormat())
 
 
 def test_an_excluded_add_sums_in_float_and_the_rest_stays_quantized(prepared, batches, tmp_path):
