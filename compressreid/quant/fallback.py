@@ -3,6 +3,7 @@ element-wise joins: compressreid.quant.ptq.fallback_candidates) in FP32."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import asdict, dataclass, replace
@@ -89,23 +90,41 @@ class FallbackOutcome:
     tried: List[Dict[str, object]]
 
 
-def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quantizer, judge: Judge, out_path: str,
-                            max_fp32_layers: int, all_int8: Optional[Dict[str, float]] = None
-                            ) -> Optional[FallbackOutcome]:
-    """Keep the top-k most sensitive nodes in FP32 for k = 1.. until the gates pass or k = ``max_fp32_layers``.
+def _digest(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
 
-    Returns the passing model; when none passes, the best tried (highest mAP, then cosine: what a user reading the
-    rejected file would want, and not always the last: one more FP32 layer can cost on a small test set), made
-    again when it was not the last, or an outcome without a path when ``all_int8`` (the metrics of the model with
-    no FP32 layer) beats every attempt; None when nothing was tried.
+
+def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quantizer, judge: Judge, out_path: str,
+                            max_fp32_layers: int, all_int8: Optional[Dict[str, float]] = None, all_int8_path: str = ""
+                            ) -> Optional[FallbackOutcome]:
+    """Keep the most sensitive nodes in FP32, one more at a time in ranking order, until the gates pass or
+    ``max_fp32_layers`` nodes are kept.
+
+    A node whose exclusion leaves the file as it was (the previous attempt's, or ``all_int8_path``'s) is skipped
+    without judging or counting it: a gate's Mul whose inputs and output stay quantized for their other readers
+    quantizes nothing of its own. Returns the passing model; when none passes, the best tried (highest mAP, then
+    cosine: what a user reading the rejected file would want, and not always the last: one more FP32 node can cost
+    on a small test set), made again when it was not the last, or an outcome without a path when ``all_int8`` (the
+    metrics of the model with no FP32 node) beats every attempt; None when nothing was tried.
     """
     tried: List[Dict[str, object]] = []
-    for k in range(1, min(max_fp32_layers, len(ranking)) + 1):
-        kept = [s.layer for s in ranking[:k]]
-        metrics, passed = judge(quantize(out_path, kept, ()))
+    kept: List[str] = []
+    seen = {_digest(all_int8_path)} if all_int8_path else set()
+    for sensitivity in ranking:
+        if len(kept) == max_fp32_layers:
+            break
+        path = quantize(out_path, kept + [sensitivity.layer], ())
+        digest = _digest(path)
+        if digest in seen:
+            logger.info("fallback: %s in FP32 leaves the file unchanged; skipped", sensitivity.layer)
+            continue
+        seen.add(digest)
+        kept = kept + [sensitivity.layer]
+        metrics, passed = judge(path)
         tried.append({"fp32_layers": kept, "mAP": metrics["mAP"], "cosine_mean": metrics["cosine_mean"],
                       "passed": passed})
-        logger.info("fallback: %d node(s) in FP32 -> mAP %.2f, cosine %.4f, gates %s", k, metrics["mAP"],
+        logger.info("fallback: %d node(s) in FP32 -> mAP %.2f, cosine %.4f, gates %s", len(kept), metrics["mAP"],
                     metrics["cosine_mean"], "pass" if passed else "fail")
         if passed:
             return FallbackOutcome(out_path, kept, metrics, True, tried)

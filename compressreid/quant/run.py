@@ -149,15 +149,16 @@ def _latency(cfg: CfgNode, model_of, input_size, convention: InputConvention) ->
 
 
 def _fallback(cfg: CfgNode, prepared: str, quantize, judge: TargetJudge, fp32_map: float, workdir: str,
-              first: Dict[str, float], progress: bool) -> Tuple[Optional[str], Dict[str, object]]:
-    """Sensitivity analysis and FP32 fallback; returns the fallback model (None if nothing tried) and its record."""
+              first: Dict[str, float], all_int8_path: str, progress: bool) -> Tuple[Optional[str], Dict[str, object]]:
+    """Sensitivity analysis and FP32 fallback from the all-INT8 file ``all_int8_path`` (metrics ``first``); returns
+    the fallback model (None if nothing tried) and its record."""
     logger.warning("%s: INT8 model fails its gates (%s): measuring per-node sensitivity for the FP32 fallback",
                    judge.target.name, {k: round(v, 4) for k, v in first.items() if k in ("mAP", "cosine_mean")})
     ranking = layer_sensitivity(fallback_candidates(prepared, judge.target.fmt), quantize, judge, fp32_map, workdir,
                                 progress)
     outcome = accuracy_aware_fallback(ranking, quantize, judge,
                                       os.path.join(workdir, f"int8_fallback_{judge.target.name}.onnx"),
-                                      cfg.QUANT.FALLBACK.MAX_FP32_LAYERS, first)
+                                      cfg.QUANT.FALLBACK.MAX_FP32_LAYERS, first, all_int8_path)
     record: Dict[str, object] = {"used": True, "sensitivity": [s.to_dict() for s in ranking],
                                  "tried": outcome.tried if outcome else [], "full_int8": first}
     if outcome is None:
@@ -262,7 +263,8 @@ class _Run:
         if not judge.passes(first) and q.FALLBACK.ENABLED and roundings and judge.fallback_can_help(first):
             for name, prepared, quantize in roundings:  # the FP32 fallback, in each rounding until one passes
                 path, record = _fallback(self.cfg, prepared, quantize, judge, self.fp32[0].result.metrics["mAP"],
-                                         self.workdir, tried.get(name, first), self.progress)
+                                         self.workdir, tried.get(name, first), files.get(name, ""),
+                                         self.progress)
                 fallback, candidate, shipped = record, path or files.get(name, full_int8), name
                 if record["tried"] and record["tried"][-1]["passed"]:
                     break

@@ -11,15 +11,16 @@ FP32_MAP = 80.0
 
 
 class FakeQuantizer:
-    """Records each call and writes a stand-in file, as the real quantizer would."""
+    """Records each call and writes a stand-in file, as the real quantizer would: its content names the nodes kept
+    in FP32 and quantized, but for nodes in ``no_ops`` (excluding them changes nothing)."""
 
-    def __init__(self):
-        self.calls = []
+    def __init__(self, no_ops=()):
+        self.calls, self.no_ops = [], set(no_ops)
 
     def __call__(self, out_path, exclude=(), only=()):
         self.calls.append((out_path, list(exclude), list(only)))
         with open(out_path, "w", encoding="utf-8") as handle:
-            handle.write("model")
+            handle.write(f"model {[n for n in exclude if n not in self.no_ops]} {list(only)}")
         return out_path
 
 
@@ -138,3 +139,20 @@ def test_fallback_with_nothing_to_try_returns_none(tmp_path, ranking, budget):
     quantize = FakeQuantizer()
     assert accuracy_aware_fallback(ranking, quantize, FakeJudge(quantize), str(tmp_path / "f.onnx"), budget) is None
     assert quantize.calls == []
+
+
+def test_a_node_whose_exclusion_changes_nothing_is_skipped_unjudged_and_uncounted(tmp_path):
+    """A gate's Mul whose tensors stay quantized for their other readers leaves the file as it was: it takes no
+    place in the budget, is not judged, and is not reported as kept in FP32 (nor is a first node that leaves the
+    all-INT8 file as it was)."""
+    quantize = FakeQuantizer(no_ops={"conv_a", "conv_c"})
+    all_int8 = quantize(str(tmp_path / "all_int8.onnx"))
+    quantize.calls.clear()
+    judge = FakeJudge(quantize, passes=lambda kept: len(kept) >= 3)
+    outcome = accuracy_aware_fallback(RANKING, quantize, judge, str(tmp_path / "f.onnx"), max_fp32_layers=3,
+                                      all_int8_path=all_int8)
+    assert [exclude for _, exclude, _ in quantize.calls] == [["conv_a"], ["conv_b"], ["conv_b", "conv_c"],
+                                                              ["conv_b", "conv_d"], ["conv_b", "conv_d", "conv_e"]]
+    assert len(judge.paths) == 3 and [t["fp32_layers"] for t in outcome.tried] == [
+        ["conv_b"], ["conv_b", "conv_d"], ["conv_b", "conv_d", "conv_e"]]
+    assert outcome.passed and outcome.fp32_layers == ["conv_b", "conv_d", "conv_e"]
