@@ -38,7 +38,7 @@ def fallback_cell(metrics: Dict[str, object]) -> str:
         # (a target with no CPU runtime here, e.g. tensorrt, has no latency)
         cost = (f"; b1 {latency['int8_without_fallback']['batch1']['ms_p50']:.3f} → "
                 f"{latency['int8']['batch1']['ms_p50']:.3f} ms")
-    return f"{kept} layer{'s' if kept != 1 else ''} FP32{before}{cost}"
+    return f"{kept} node{'s' if kept != 1 else ''} FP32{before}{cost}"
 
 
 def runtime_cell(quantization: Dict[str, object]) -> str:

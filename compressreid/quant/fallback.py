@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -88,11 +88,16 @@ class FallbackOutcome:
     metrics: Dict[str, float]
     passed: bool
     tried: List[Dict[str, object]]
+    no_effect: List[str] = field(default_factory=list)  # nodes tried but not kept: in FP32 they changed nothing
 
 
 def _digest(path: str) -> str:
     with open(path, "rb") as handle:
         return hashlib.sha256(handle.read()).hexdigest()
+
+
+def _same(a: Dict[str, float], b: Optional[Dict[str, float]]) -> bool:
+    return b is not None and (a["mAP"], a["cosine_mean"]) == (b["mAP"], b["cosine_mean"])
 
 
 def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quantizer, judge: Judge, out_path: str,
@@ -101,41 +106,54 @@ def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quant
     """Keep the most sensitive nodes in FP32, one more at a time in ranking order, until the gates pass or
     ``max_fp32_layers`` nodes are kept.
 
-    A node whose exclusion leaves the file as it was (the previous attempt's, or ``all_int8_path``'s) is skipped
-    without judging or counting it: a gate's Mul whose inputs and output stay quantized for their other readers
-    quantizes nothing of its own. Returns the passing model; when none passes, the best tried (highest mAP, then
-    cosine: what a user reading the rejected file would want, and not always the last: one more FP32 node can cost
-    on a small test set), made again when it was not the last, or an outcome without a path when ``all_int8`` (the
+    A node that changes nothing in FP32 is not kept and takes no place in the budget: when the file comes out as
+    it was (the previous attempt's, or ``all_int8_path``'s), it is not judged; when the gates measure the very same
+    mAP and embedding cosine as before (``all_int8``'s metrics for the first), it is judged once and dropped. Such
+    nodes exist: MobileNetV3's h-swish Mul, whose product is requantized for the next convolution either way.
+
+    Returns the passing model; when none passes, the best tried (highest mAP, then cosine: what a user reading the
+    rejected file would want, and not always the last: one more FP32 node can cost on a small test set), made
+    again unless it is the file left by the last attempt, or an outcome without a path when ``all_int8`` (the
     metrics of the model with no FP32 node) beats every attempt; None when nothing was tried.
     """
     tried: List[Dict[str, object]] = []
     kept: List[str] = []
+    no_effect: List[str] = []
+    on_disk: List[str] = []  # the FP32 nodes of the file at out_path
     seen = {_digest(all_int8_path)} if all_int8_path else set()
+    previous = all_int8
     for sensitivity in ranking:
         if len(kept) == max_fp32_layers:
             break
-        path = quantize(out_path, kept + [sensitivity.layer], ())
+        trial = kept + [sensitivity.layer]
+        path, on_disk = quantize(out_path, trial, ()), trial
         digest = _digest(path)
         if digest in seen:
-            logger.info("fallback: %s in FP32 leaves the file unchanged; skipped", sensitivity.layer)
+            logger.info("fallback: %s in FP32 leaves the file unchanged; not kept", sensitivity.layer)
+            no_effect.append(sensitivity.layer)
             continue
         seen.add(digest)
-        kept = kept + [sensitivity.layer]
         metrics, passed = judge(path)
+        if not passed and _same(metrics, previous):
+            logger.info("fallback: %s in FP32 changes no metric; not kept", sensitivity.layer)
+            no_effect.append(sensitivity.layer)
+            continue
+        kept, previous = trial, metrics
         tried.append({"fp32_layers": kept, "mAP": metrics["mAP"], "cosine_mean": metrics["cosine_mean"],
                       "passed": passed})
         logger.info("fallback: %d node(s) in FP32 -> mAP %.2f, cosine %.4f, gates %s", len(kept), metrics["mAP"],
                     metrics["cosine_mean"], "pass" if passed else "fail")
         if passed:
-            return FallbackOutcome(out_path, kept, metrics, True, tried)
+            return FallbackOutcome(out_path, kept, metrics, True, tried, no_effect)
     if not tried:
         return None
     best = max(tried + ([{"fp32_layers": [], **all_int8}] if all_int8 else []),
                key=lambda t: (t["mAP"], t["cosine_mean"]))
-    path = out_path  # the last attempt's file
     if best is not tried[-1]:
         logger.info("fallback: no count passes; keeping the best, %d node(s) in FP32 (mAP %.2f)",
                     len(best["fp32_layers"]), best["mAP"])
+    path = out_path
+    if best["fp32_layers"] != on_disk:
         path = quantize(out_path, best["fp32_layers"], ()) if best["fp32_layers"] else ""
     return FallbackOutcome(path, list(best["fp32_layers"]), {"mAP": best["mAP"], "cosine_mean": best["cosine_mean"]},
-                           False, tried)
+                           False, tried, no_effect)

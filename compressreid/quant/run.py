@@ -164,6 +164,7 @@ def _fallback(cfg: CfgNode, prepared: str, quantize, judge: TargetJudge, fp32_ma
     if outcome is None:
         return None, record
     record["fp32_layers"] = outcome.fp32_layers
+    record["no_effect"] = outcome.no_effect
     return outcome.path or None, record
 
 

@@ -156,3 +156,35 @@ def test_a_node_whose_exclusion_changes_nothing_is_skipped_unjudged_and_uncounte
     assert len(judge.paths) == 3 and [t["fp32_layers"] for t in outcome.tried] == [
         ["conv_b"], ["conv_b", "conv_d"], ["conv_b", "conv_d", "conv_e"]]
     assert outcome.passed and outcome.fp32_layers == ["conv_b", "conv_d", "conv_e"]
+    assert outcome.no_effect == ["conv_a", "conv_c"]
+
+
+def test_a_node_the_gates_cannot_tell_from_int8_is_judged_once_and_not_kept(tmp_path):
+    """A node whose file differs but whose embeddings do not (the same mAP and cosine as the model before it) is
+    dropped after one judgement; the file left behind is re-made without it."""
+    quantize = FakeQuantizer()
+
+    class Judge:
+        paths = []
+
+        def __call__(self, path):
+            self.paths.append(path)
+            kept = [n for n in quantize.calls[-1][1] if n != "conv_b"]  # conv_b in FP32 computes the same
+            return {"mAP": 70.0 + len(kept), "cosine_mean": 0.9 + 0.01 * len(kept)}, False
+
+    judge = Judge()
+    outcome = accuracy_aware_fallback(RANKING, quantize, judge, str(tmp_path / "f.onnx"), max_fp32_layers=2,
+                                      all_int8={"mAP": 70.0, "cosine_mean": 0.9})
+    assert [exclude for _, exclude, _ in quantize.calls] == [["conv_a"], ["conv_a", "conv_b"],
+                                                              ["conv_a", "conv_c"]]
+    assert len(judge.paths) == 3 and outcome.no_effect == ["conv_b"]
+    assert outcome.fp32_layers == ["conv_a", "conv_c"] and not outcome.passed
+    assert outcome.path == str(tmp_path / "f.onnx")  # the last attempt is the best: not made again
+
+    quantize.calls.clear()
+    judge.paths.clear()
+    outcome = accuracy_aware_fallback(RANKING[:2], quantize, judge, str(tmp_path / "g.onnx"), max_fp32_layers=2,
+                                      all_int8={"mAP": 70.0, "cosine_mean": 0.9})
+    # the file on disk excludes conv_b too, so the kept model (conv_a alone) is made again
+    assert [exclude for _, exclude, _ in quantize.calls] == [["conv_a"], ["conv_a", "conv_b"], ["conv_a"]]
+    assert outcome.fp32_layers == ["conv_a"] and outcome.no_effect == ["conv_b"]
