@@ -116,9 +116,11 @@ def per_query_ap(q_feats: torch.Tensor, g_feats: torch.Tensor, images, metric: s
     q_ids, g_ids = encode_identities([r.pid for r in images.q_records], [r.pid for r in images.g_records])
     q_cams = np.array([r.camid for r in images.q_records])
     g_cams = np.array([r.camid for r in images.g_records])
+    ap = np.full(len(q_ids), np.nan)
+    if not (torch.isfinite(q_feats).all() and torch.isfinite(g_feats).all()):
+        return ap  # a broken model: no query scored (the evaluator reports NaN metrics for it too)
     ranks = evaluate_rank_detailed(np.asarray(compute_distance(q_feats, g_feats, metric)), q_ids, g_ids, q_cams,
                                    g_cams)
-    ap = np.full(len(q_ids), np.nan)
     ap[ranks.valid_query_mask] = ranks.all_AP * 100.0
     return ap
 
@@ -126,7 +128,9 @@ def per_query_ap(q_feats: torch.Tensor, g_feats: torch.Tensor, images, metric: s
 def paired_difference(a: np.ndarray, b: np.ndarray) -> Tuple[float, float]:
     """Mean of a - b over the queries valid in both, and its standard error over queries."""
     diff = (a - b)[np.isfinite(a) & np.isfinite(b)]
-    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+    if len(diff) < 2:
+        return (float(diff.mean()) if len(diff) else float("nan")), float("nan")
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
 
 
 # ---- runners -------------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ query count resolves, and whether ORT's fused integer kernels move the mAP or on
     python benchmarks/int8_paired_map.py output/q/osnet_s0_qat_recipe_v6/config.yaml \
         output/q/osnet_s0_qat_recipe_v6/student_int8.onnx
 
-The test set is the config's first one, read at the ONNX file's input size, scored densely (TEST.TOPK 0).
+The test set is the config's first one, read at the ONNX file's input size, scored densely (TEST.TOPK 0) by the
+config's distance without AQE or re-ranking.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def main() -> None:
     valid = np.isfinite(optimised) & np.isfinite(reference)
     mean, stderr = paired_difference(optimised, reference)
     diff = (optimised - reference)[valid]
+    if not len(diff):
+        raise SystemExit(f"{args.onnx}: no query has a true match in the gallery (or the embeddings are not finite)")
     print(f"{valid.sum()} queries: mAP optimised {np.nanmean(optimised):.3f}, node by node {np.nanmean(reference):.3f}; "
           f"paired difference {mean:+.3f} +- {stderr:.3f} (standard error); {(np.abs(diff) > 1e-6).sum()} queries "
           f"changed, the largest by {np.abs(diff).max():.2f} AP points")

@@ -24,8 +24,8 @@ rendered with another seed and more identities), so a file that won the first se
     python benchmarks/peer_nncf.py output/ev/r18q_s0 --ours output/q9/r18q_s0_ptq_drop01 --max-drop 0.1 \
         --holdout DATASETS.SYNTHETIC.SEED 1 DATASETS.SYNTHETIC.NUM_TEST_IDS 400 --keep output/peer/r18q_s0
 
-``--keep`` keeps the files (and a stamp of what made them); ``--reuse`` then scores the kept NNCF files again
-instead of quantizing (accuracy control on OSNet takes over half an hour).
+``--keep`` keeps the files (and a stamp of what made them and their hashes); ``--reuse`` then scores the kept NNCF
+files again instead of quantizing (accuracy control on OSNet takes over an hour), and refuses files made otherwise.
 """
 
 from __future__ import annotations
@@ -158,31 +158,48 @@ def shipped(ours: str) -> tuple:
     return int8, fp32 if os.path.isfile(fp32) else ""
 
 
-def stamp(args, fp32: str) -> Dict[str, object]:
-    """What NNCF's files depend on: the FP32 file's bytes, the config, its overrides (calibration seed), max drop."""
-    with open(fp32, "rb") as handle:
-        digest = hashlib.sha256(handle.read()).hexdigest()
-    return {"fp32_sha256": digest, "config_file": args.config_file, "opts": list(args.opts),
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def provenance(args, fp32: str, cfg) -> Dict[str, object]:
+    """What NNCF's files depend on: the FP32 file's bytes, the resolved config (calibration images and seed
+    included) and the accuracy control's max drop."""
+    return {"fp32_sha256": _sha256(fp32), "config_sha256": hashlib.sha256(str(cfg).encode("utf-8")).hexdigest(),
             "max_drop": args.max_drop}
 
 
-def reused(args, fp32: str, folder: str) -> Dict[str, str]:
+def write_stamp(folder: str, made: Dict[str, object], files: Dict[str, str]) -> None:
+    """``made`` (provenance) and each kept NNCF file's name and hash."""
+    record = {**made, "files": {os.path.basename(path): _sha256(path) for name, path in files.items()
+                                if name in NNCF_FILES}}
+    with open(os.path.join(folder, STAMP), "w", encoding="utf-8") as handle:
+        json.dump(record, handle, indent=1)
+
+
+def reused(args, fp32: str, cfg, folder: str) -> Dict[str, str]:
     """NNCF's kept files that match this run (--reuse); exits 2 naming what differs."""
     path = os.path.join(folder, STAMP)
-    kept = {}
+    kept: Dict[str, object] = {}
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as handle:
             kept = json.load(handle)
-    wanted = stamp(args, fp32)
+    wanted = provenance(args, fp32, cfg)
     differs = [key for key in wanted if kept.get(key) != wanted[key]]
     if differs:
         fail(f"--reuse: {folder} holds no NNCF files made like this run ({', '.join(differs)} "
              f"differ{'s' if len(differs) == 1 else ''}); run once without --reuse")
     names = [n for n in NNCF_FILES if not (n == "NNCF no bias correction" and args.no_nncf_variant)
              and not (n == "NNCF accuracy control" and args.no_accuracy_control)]
-    missing = [NNCF_FILES[n] for n in names if not os.path.isfile(os.path.join(folder, NNCF_FILES[n]))]
-    if missing:
-        fail(f"--reuse: {folder} lacks {', '.join(missing)}; run once without --reuse")
+    hashes = kept.get("files", {})
+    changed = [NNCF_FILES[n] for n in names if not os.path.isfile(os.path.join(folder, NNCF_FILES[n]))
+               or hashes.get(NNCF_FILES[n]) != _sha256(os.path.join(folder, NNCF_FILES[n]))]
+    if changed:
+        fail(f"--reuse: {folder} lacks {', '.join(changed)} as the stamp recorded it; run once without --reuse")
     return {n: os.path.join(folder, NNCF_FILES[n]) for n in names}
 
 
@@ -194,7 +211,9 @@ def make_files(args, cfg, plan, target, batches, images, folder: str) -> Dict[st
         if target.convention.name != plan.source_convention:
             model = ConventionAdapter(model, target.convention)
         fp32 = export_onnx(model, os.path.join(folder, "fp32.onnx"), plan.input_size, cfg.QUANT.OPSET)
-    nncf_files = reused(args, fp32, folder) if args.reuse else {}
+    nncf_files = reused(args, fp32, cfg, folder) if args.reuse else {}
+    if args.keep and not args.reuse and os.path.exists(os.path.join(folder, STAMP)):
+        os.remove(os.path.join(folder, STAMP))  # until this run's files are all written
     files = {"FP32": fp32,
              "ours": ours or _bench.quantize_ours(fp32, os.path.join(folder, "ours.onnx"), batches, target.fmt,
                                                   cfg.QUANT.CALIBRATION.METHOD, refinement_of(cfg))}
@@ -215,8 +234,7 @@ def make_files(args, cfg, plan, target, batches, images, folder: str) -> Dict[st
     if not args.no_accuracy_control:
         files["NNCF accuracy control"] = nncf_accuracy_control(args, cfg, fp32, singles, images, folder)
     if args.keep:
-        with open(os.path.join(folder, STAMP), "w", encoding="utf-8") as handle:
-            json.dump(stamp(args, fp32), handle, indent=1)
+        write_stamp(folder, provenance(args, fp32, cfg), files)
     return files
 
 
@@ -299,10 +317,18 @@ def held_out_images(args, plan, target, selection):
     cfg = load_config(args.config_file, ["QUANT.SOURCE", args.source, *args.opts, *args.holdout,
                                          "INPUT.SIZE_TEST", repr(list(plan.input_size))])
     images = in_convention(load_test_images(cfg, load_test_sets(cfg)[0]), target.convention)
-    if {r.path for r in images.q_records} & {r.path for r in selection.q_records}:
-        fail(f"--holdout {' '.join(args.holdout)}: shares query images with the test set the files were chosen on; "
-             f"give another dataset or DATASETS.SYNTHETIC.SEED")
+    if shared_images(images, selection):
+        fail(f"--holdout {' '.join(args.holdout)}: shares images with the test set the files were chosen on; give "
+             f"another dataset or DATASETS.SYNTHETIC.SEED")
     return images
+
+
+def shared_images(a, b) -> int:
+    """How many decoded query/gallery images of test set ``a`` also occur in ``b`` (by content, not path: the
+    synthetic benchmark renders the same person again under another folder name when only its size changes)."""
+    def contents(images) -> set:
+        return {hashlib.sha1(t.numpy().tobytes()).hexdigest() for t in (*images.q_images, *images.g_images)}
+    return len(contents(a) & contents(b))
 
 
 def main() -> None:

@@ -91,13 +91,34 @@ class FallbackOutcome:
     no_effect: List[str] = field(default_factory=list)  # nodes tried but not kept: in FP32 they changed nothing
 
 
+# Judgements the fallback may spend per node of its budget (nodes that change no metric are judged but not kept).
+JUDGED_PER_NODE = 3
+
+
 def _digest(path: str) -> str:
+    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _same(a: Dict[str, float], b: Optional[Dict[str, float]]) -> bool:
-    return b is not None and (a["mAP"], a["cosine_mean"]) == (b["mAP"], b["cosine_mean"])
+    """Whether two judgements measured the very same numbers: every metric both report, mAP and cosine at least."""
+    if b is None:
+        return False
+    common = [k for k in a.keys() & b.keys() if isinstance(a[k], (int, float)) and isinstance(b[k], (int, float))]
+    return {"mAP", "cosine_mean"} <= set(common) and all(a[k] == b[k] for k in common)
+
+
+def _best(tried: List[Dict[str, object]], all_int8: Optional[Dict[str, float]]) -> Dict[str, object]:
+    """The attempt to leave behind when none passed: highest mAP, then cosine; the all-INT8 model competes too."""
+    best = max(tried + ([{"fp32_layers": [], **all_int8}] if all_int8 else []),
+               key=lambda t: (t["mAP"], t["cosine_mean"]))
+    if best is not tried[-1]:
+        logger.info("fallback: no count passes; keeping the best, %d node(s) in FP32 (mAP %.2f)",
+                    len(best["fp32_layers"]), best["mAP"])
+    return best
 
 
 def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quantizer, judge: Judge, out_path: str,
@@ -107,38 +128,45 @@ def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quant
     ``max_fp32_layers`` nodes are kept.
 
     A node that changes nothing in FP32 is not kept and takes no place in the budget: when the file comes out as
-    it was (the previous attempt's, or ``all_int8_path``'s), it is not judged; when the gates measure the very same
-    mAP and embedding cosine as before (``all_int8``'s metrics for the first), it is judged once and dropped. Such
-    nodes exist: MobileNetV3's h-swish Mul, whose product is requantized for the next convolution either way.
+    one already made (the previous attempt's, or ``all_int8_path``'s), it is not judged; when the gates measure the
+    very same numbers as for the model before it (``all_int8``'s metrics for the first), it is judged once and
+    dropped. Such nodes exist: MobileNetV3's h-swish Mul, whose product is requantized for the next convolution
+    either way. The fallback judges at most ``JUDGED_PER_NODE`` models per node of its budget.
 
     Returns the passing model; when none passes, the best tried (highest mAP, then cosine: what a user reading the
     rejected file would want, and not always the last: one more FP32 node can cost on a small test set), made
-    again unless it is the file left by the last attempt, or an outcome without a path when ``all_int8`` (the
-    metrics of the model with no FP32 node) beats every attempt; None when nothing was tried.
+    again unless it is the file on disk, or an outcome without a path when ``all_int8`` (the metrics of the model
+    with no FP32 node) beats every attempt; None when nothing was tried.
     """
     tried: List[Dict[str, object]] = []
     kept: List[str] = []
     no_effect: List[str] = []
-    on_disk: List[str] = []  # the FP32 nodes of the file at out_path
-    seen = {_digest(all_int8_path)} if all_int8_path else set()
-    previous = all_int8
+    kept_digest = _digest(all_int8_path) if all_int8_path else ""
+    seen = {kept_digest} - {""}
+    on_disk: List[str] = []  # the FP32 nodes of a model whose file is byte for byte the one at out_path
+    previous, judged = all_int8, 0
     for sensitivity in ranking:
-        if len(kept) == max_fp32_layers:
+        if len(kept) >= max_fp32_layers:
+            break
+        if judged >= JUDGED_PER_NODE * max_fp32_layers:
+            logger.info("fallback: %d models judged, %d of them changed no metric; stopping", judged, len(no_effect))
             break
         trial = kept + [sensitivity.layer]
-        path, on_disk = quantize(out_path, trial, ()), trial
+        path = quantize(out_path, trial, ())
         digest = _digest(path)
+        on_disk = kept if digest == kept_digest else trial
         if digest in seen:
             logger.info("fallback: %s in FP32 leaves the file unchanged; not kept", sensitivity.layer)
             no_effect.append(sensitivity.layer)
             continue
         seen.add(digest)
         metrics, passed = judge(path)
+        judged += 1
         if not passed and _same(metrics, previous):
             logger.info("fallback: %s in FP32 changes no metric; not kept", sensitivity.layer)
             no_effect.append(sensitivity.layer)
             continue
-        kept, previous = trial, metrics
+        kept, kept_digest, previous = trial, digest, metrics
         tried.append({"fp32_layers": kept, "mAP": metrics["mAP"], "cosine_mean": metrics["cosine_mean"],
                       "passed": passed})
         logger.info("fallback: %d node(s) in FP32 -> mAP %.2f, cosine %.4f, gates %s", len(kept), metrics["mAP"],
@@ -147,11 +175,7 @@ def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quant
             return FallbackOutcome(out_path, kept, metrics, True, tried, no_effect)
     if not tried:
         return None
-    best = max(tried + ([{"fp32_layers": [], **all_int8}] if all_int8 else []),
-               key=lambda t: (t["mAP"], t["cosine_mean"]))
-    if best is not tried[-1]:
-        logger.info("fallback: no count passes; keeping the best, %d node(s) in FP32 (mAP %.2f)",
-                    len(best["fp32_layers"]), best["mAP"])
+    best = _best(tried, all_int8)
     path = out_path
     if best["fp32_layers"] != on_disk:
         path = quantize(out_path, best["fp32_layers"], ()) if best["fp32_layers"] else ""

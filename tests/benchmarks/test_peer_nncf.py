@@ -74,37 +74,57 @@ def test_reuse_scores_kept_files_only_when_made_like_this_run(peer, monkeypatch,
     fp32.write_bytes(b"the fp32 file")
     keep = tmp_path / "keep"
     keep.mkdir()
-    args = args_for(peer, monkeypatch, "--keep", str(keep), "--reuse", "--no-nncf-variant", "--max-drop", "0.1",
-                    "--opts", "SEED", "1")
-    for name in ("nncf.onnx", "nncf_ac.onnx"):
-        (keep / name).write_bytes(b"int8")
+    args = args_for(peer, monkeypatch, "--keep", str(keep), "--reuse", "--no-nncf-variant", "--max-drop", "0.1")
+    cfg = "SEED: 1"  # stands in for the resolved config (hashed as text)
+    files = {}
+    for name in ("NNCF", "NNCF accuracy control"):
+        files[name] = str(keep / peer.script.NNCF_FILES[name])
+        with open(files[name], "wb") as handle:
+            handle.write(name.encode())
 
-    with pytest.raises(SystemExit) as missing_stamp:
-        peer.script.reused(args, str(fp32), str(keep))
-    assert missing_stamp.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "fp32_sha256" in err and "without --reuse" in err
+    def refused(*call) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            peer.script.reused(*call)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "without --reuse" in err
+        return err
 
-    (keep / peer.script.STAMP).write_text(json.dumps(peer.script.stamp(args, str(fp32))))
-    assert peer.script.reused(args, str(fp32), str(keep)) == {
-        "NNCF": str(keep / "nncf.onnx"), "NNCF accuracy control": str(keep / "nncf_ac.onnx")}
+    assert "fp32_sha256" in refused(args, str(fp32), cfg, str(keep))  # no stamp at all
 
-    other_seed = args_for(peer, monkeypatch, "--keep", str(keep), "--reuse", "--no-nncf-variant", "--max-drop", "0.1",
-                          "--opts", "SEED", "2")
-    with pytest.raises(SystemExit) as seed_differs:
-        peer.script.reused(other_seed, str(fp32), str(keep))
-    assert seed_differs.value.code == 2 and "opts differs" in capsys.readouterr().err
-
+    peer.script.write_stamp(str(keep), peer.script.provenance(args, str(fp32), cfg), {"FP32": str(fp32), **files})
+    assert peer.script.reused(args, str(fp32), cfg, str(keep)) == files
+    assert "config_sha256 differs" in refused(args, str(fp32), "SEED: 2", str(keep))  # another calibration seed
+    other_drop = args_for(peer, monkeypatch, "--keep", str(keep), "--reuse", "--no-nncf-variant", "--max-drop", "0.2")
+    assert "max_drop differs" in refused(other_drop, str(fp32), cfg, str(keep))
     fp32.write_bytes(b"another fp32 file")
-    with pytest.raises(SystemExit):
-        peer.script.reused(args, str(fp32), str(keep))
-    assert "fp32_sha256 differs" in capsys.readouterr().err
-
+    assert "fp32_sha256 differs" in refused(args, str(fp32), cfg, str(keep))
     fp32.write_bytes(b"the fp32 file")
-    os.remove(keep / "nncf_ac.onnx")
-    with pytest.raises(SystemExit) as lacks:
-        peer.script.reused(args, str(fp32), str(keep))
-    assert lacks.value.code == 2 and "lacks nncf_ac.onnx" in capsys.readouterr().err
+
+    with open(files["NNCF accuracy control"], "wb") as handle:  # another run overwrote it after the stamp
+        handle.write(b"another run's file")
+    assert "nncf_ac.onnx" in refused(args, str(fp32), cfg, str(keep))
+    os.remove(files["NNCF accuracy control"])
+    assert "lacks nncf_ac.onnx" in refused(args, str(fp32), cfg, str(keep))
+
+
+def test_a_held_out_set_sharing_images_with_the_chosen_on_set_is_found_by_content(peer):
+    images, _, _ = tiny_test_set()
+    rng = np.random.default_rng(1)
+    chosen = compare.TestImages("chosen", torch.tensor(rng.random((4, 3, 2, 2))), images.q_records,
+                                torch.tensor(rng.random((10, 3, 2, 2))), images.g_records)
+    renamed = compare.TestImages("renamed", chosen.q_images.clone(), [], torch.tensor(rng.random((3, 3, 2, 2))), [])
+    other = compare.TestImages("other", torch.tensor(rng.random((4, 3, 2, 2))), [],
+                               torch.tensor(rng.random((3, 3, 2, 2))), [])
+    assert peer.script.shared_images(renamed, chosen) == 4  # same pictures under other names
+    assert peer.script.shared_images(other, chosen) == 0
+
+
+def test_per_query_ap_of_a_broken_model_is_nan_not_an_error(peer):
+    images, q, g = tiny_test_set()
+    q[1, 0] = float("nan")
+    assert np.isnan(peer.bench.per_query_ap(q, g, images, "cosine")).all()
+    assert np.isnan(peer.bench.paired_difference(np.full(3, np.nan), np.zeros(3))).all()
 
 
 @pytest.mark.parametrize("argv, message", [

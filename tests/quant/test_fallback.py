@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from compressreid.quant.fallback import LayerSensitivity, accuracy_aware_fallback, layer_sensitivity
+from compressreid.quant.fallback import (JUDGED_PER_NODE, LayerSensitivity, accuracy_aware_fallback,
+                                         layer_sensitivity)
 
 FP32_MAP = 80.0
 
@@ -165,7 +166,8 @@ def test_a_node_the_gates_cannot_tell_from_int8_is_judged_once_and_not_kept(tmp_
     quantize = FakeQuantizer()
 
     class Judge:
-        paths = []
+        def __init__(self):
+            self.paths = []
 
         def __call__(self, path):
             self.paths.append(path)
@@ -188,3 +190,19 @@ def test_a_node_the_gates_cannot_tell_from_int8_is_judged_once_and_not_kept(tmp_
     # the file on disk excludes conv_b too, so the kept model (conv_a alone) is made again
     assert [exclude for _, exclude, _ in quantize.calls] == [["conv_a"], ["conv_a", "conv_b"], ["conv_a"]]
     assert outcome.fp32_layers == ["conv_a"] and outcome.no_effect == ["conv_b"]
+
+
+def test_a_file_left_as_the_kept_one_is_not_made_again_and_judging_is_bounded(tmp_path):
+    """The last node leaves the kept file byte for byte as it was: the best (last kept) model is already on disk.
+    And nodes that change no metric cost at most the budget in judgements."""
+    quantize = FakeQuantizer(no_ops={"conv_b"})
+    judge = ScoredJudge(quantize, {1: 71.0, 2: 70.0})
+    outcome = accuracy_aware_fallback(RANKING[:2], quantize, judge, str(tmp_path / "f.onnx"), max_fp32_layers=2)
+    assert [exclude for _, exclude, _ in quantize.calls] == [["conv_a"], ["conv_a", "conv_b"]]  # not made again
+    assert outcome.fp32_layers == ["conv_a"] and outcome.no_effect == ["conv_b"] and judge.calls == 1
+
+    quantize = FakeQuantizer()  # every node in FP32 measures exactly like the all-INT8 model
+    outcome = accuracy_aware_fallback(RANKING, quantize, lambda path: ({"mAP": 70.0, "cosine_mean": 0.9}, False),
+                                      str(tmp_path / "g.onnx"), max_fp32_layers=1,
+                                      all_int8={"mAP": 70.0, "cosine_mean": 0.9})
+    assert outcome is None and len(quantize.calls) == JUDGED_PER_NODE  # then it stops, with nothing kept
