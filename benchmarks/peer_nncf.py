@@ -44,6 +44,7 @@ import torch
 
 from compressreid.config import load_config
 from compressreid.data.build import load_test_sets
+from compressreid.engine.io import file_sha256
 from compressreid.engine.source_run import load_source_model
 from compressreid.evaluation.evaluator import ReIDEvaluator
 from compressreid.export.conventions import ConventionAdapter
@@ -51,6 +52,7 @@ from compressreid.export.cpu import this_machine
 from compressreid.export.onnx_export import example_images, export_onnx
 from compressreid.export.openvino_model import OpenVinoEmbedder
 from compressreid.export.ort_model import OrtEmbedder
+from compressreid.pipeline.manifest import config_hash
 from compressreid.quant.calibration import calibration_batches
 from compressreid.quant.compare import embed_images, evaluate_cached, load_test_images, quantization_parity
 from compressreid.quant.judge import in_convention
@@ -158,24 +160,15 @@ def shipped(ours: str) -> tuple:
     return int8, fp32 if os.path.isfile(fp32) else ""
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def provenance(args, fp32: str, cfg) -> Dict[str, object]:
     """What NNCF's files depend on: the FP32 file's bytes, the resolved config (calibration images and seed
     included) and the accuracy control's max drop."""
-    return {"fp32_sha256": _sha256(fp32), "config_sha256": hashlib.sha256(str(cfg).encode("utf-8")).hexdigest(),
-            "max_drop": args.max_drop}
+    return {"fp32_sha256": file_sha256(fp32), "config_sha256": config_hash(cfg), "max_drop": args.max_drop}
 
 
 def write_stamp(folder: str, made: Dict[str, object], files: Dict[str, str]) -> None:
     """``made`` (provenance) and each kept NNCF file's name and hash."""
-    record = {**made, "files": {os.path.basename(path): _sha256(path) for name, path in files.items()
+    record = {**made, "files": {os.path.basename(path): file_sha256(path) for name, path in files.items()
                                 if name in NNCF_FILES}}
     with open(os.path.join(folder, STAMP), "w", encoding="utf-8") as handle:
         json.dump(record, handle, indent=1)
@@ -196,8 +189,8 @@ def reused(args, fp32: str, cfg, folder: str) -> Dict[str, str]:
     names = [n for n in NNCF_FILES if not (n == "NNCF no bias correction" and args.no_nncf_variant)
              and not (n == "NNCF accuracy control" and args.no_accuracy_control)]
     hashes = kept.get("files", {})
-    changed = [NNCF_FILES[n] for n in names if not os.path.isfile(os.path.join(folder, NNCF_FILES[n]))
-               or hashes.get(NNCF_FILES[n]) != _sha256(os.path.join(folder, NNCF_FILES[n]))]
+    changed = [NNCF_FILES[n] for n in names
+               if hashes.get(NNCF_FILES[n]) != file_sha256(os.path.join(folder, NNCF_FILES[n]))]
     if changed:
         fail(f"--reuse: {folder} lacks {', '.join(changed)} as the stamp recorded it; run once without --reuse")
     return {n: os.path.join(folder, NNCF_FILES[n]) for n in names}

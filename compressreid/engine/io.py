@@ -1,8 +1,9 @@
 """Atomic file writes: a crash never leaves a half-written file under the final name, and what is published gets
-the permissions the user's umask gives any other new file."""
+the permissions the user's umask gives any other new file. And a file's sha256."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -16,6 +17,20 @@ from compressreid.errors import ConfigError
 # Prefixes of the partial files written next to their final name before the atomic rename (``.export-`` and
 # ``.ptq-`` are the ONNX writers'); a killed run can leave one behind, so run folders clear them at start.
 TEMP_PREFIXES = (".tmp-", ".export-", ".ptq-")
+# file_sha256 of a path that is not a file
+MISSING = "missing"
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: str) -> str:
+    """sha256 of a file's bytes, read in chunks, or ``"missing"`` when it does not exist."""
+    if not os.path.isfile(path):
+        return MISSING
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def current_umask() -> int:

@@ -15,26 +15,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from yacs.config import CfgNode
 
-from compressreid.engine.io import atomic_write_json
+from compressreid.engine.io import MISSING, atomic_write_json, file_sha256
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.json"
-MISSING = "missing"
-_CHUNK = 1 << 20
-
-
-def file_sha256(path: str) -> str:
-    """sha256 of a file's bytes, or ``"missing"`` when it does not exist."""
-    if not os.path.isfile(path):
-        return MISSING
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def files_checksum(paths: Sequence[str]) -> Tuple[Dict[str, str], str]:
     """Each file's sha256 and one checksum over them in order (paths excluded, so a moved run still matches)."""
     per_file = {path: file_sha256(path) for path in paths}

@@ -3,7 +3,6 @@ element-wise joins: compressreid.quant.ptq.fallback_candidates) in FP32."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import asdict, dataclass, field, replace
@@ -13,6 +12,7 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
+from compressreid.engine.io import file_sha256
 from compressreid.quant.format import QuantFormat
 from compressreid.quant.ptq import calibrate, quantize_ptq
 from compressreid.quant.refine import NEAREST, Refinement, integer_weight_codes
@@ -95,14 +95,6 @@ class FallbackOutcome:
 JUDGED_PER_NODE = 3
 
 
-def _digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _same(a: Dict[str, float], b: Optional[Dict[str, float]]) -> bool:
     """Whether two judgements measured the very same numbers: every metric both report, mAP and cosine at least."""
     if b is None:
@@ -141,7 +133,7 @@ def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quant
     tried: List[Dict[str, object]] = []
     kept: List[str] = []
     no_effect: List[str] = []
-    kept_digest = _digest(all_int8_path) if all_int8_path else ""
+    kept_digest = file_sha256(all_int8_path) if all_int8_path else ""
     seen = {kept_digest} - {""}
     on_disk: List[str] = []  # the FP32 nodes of a model whose file is byte for byte the one at out_path
     previous, judged = all_int8, 0
@@ -153,7 +145,7 @@ def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quant
             break
         trial = kept + [sensitivity.layer]
         path = quantize(out_path, trial, ())
-        digest = _digest(path)
+        digest = file_sha256(path)
         on_disk = kept if digest == kept_digest else trial
         if digest in seen:
             logger.info("fallback: %s in FP32 leaves the file unchanged; not kept", sensitivity.layer)

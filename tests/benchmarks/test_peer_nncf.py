@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from compressreid.config import get_cfg
 from compressreid.data.records import ImageRecord
 from compressreid.evaluation.evaluator import EmbeddedSplits, ReIDEvaluator
 from compressreid.quant import compare
@@ -75,7 +76,8 @@ def test_reuse_scores_kept_files_only_when_made_like_this_run(peer, monkeypatch,
     keep = tmp_path / "keep"
     keep.mkdir()
     args = args_for(peer, monkeypatch, "--keep", str(keep), "--reuse", "--no-nncf-variant", "--max-drop", "0.1")
-    cfg = "SEED: 1"  # stands in for the resolved config (hashed as text)
+    cfg, other_cfg = get_cfg(), get_cfg()
+    cfg.SEED, other_cfg.SEED = 1, 2  # calibration samples
     files = {}
     for name in ("NNCF", "NNCF accuracy control"):
         files[name] = str(keep / peer.script.NNCF_FILES[name])
@@ -94,7 +96,7 @@ def test_reuse_scores_kept_files_only_when_made_like_this_run(peer, monkeypatch,
 
     peer.script.write_stamp(str(keep), peer.script.provenance(args, str(fp32), cfg), {"FP32": str(fp32), **files})
     assert peer.script.reused(args, str(fp32), cfg, str(keep)) == files
-    assert "config_sha256 differs" in refused(args, str(fp32), "SEED: 2", str(keep))  # another calibration seed
+    assert "config_sha256 differs" in refused(args, str(fp32), other_cfg, str(keep))  # another calibration seed
     other_drop = args_for(peer, monkeypatch, "--keep", str(keep), "--reuse", "--no-nncf-variant", "--max-drop", "0.2")
     assert "max_drop differs" in refused(other_drop, str(fp32), cfg, str(keep))
     fp32.write_bytes(b"another fp32 file")
