@@ -79,6 +79,8 @@ def target_rows(folder: str) -> list:
     for name, t in m.get("targets", {}).items():
         runtime = (f"{t['runtime_cosine_min']:.3f} / {t['runtime_cosine_mean']:.4f}"
                    if "runtime_cosine_min" in t else "not run here")
+        if "runtime_fp32_gap" in t:  # how much further from FP32 than the Q/DQ semantics (negative: closer)
+            runtime += f" (FP32 gap {t['runtime_fp32_gap']:+.4f})"
         kinds = t.get("certification", {})
         held = sum(1 for k in kinds.values() if k["claimed"] and k["holds"])
         claimed = sum(1 for k in kinds.values() if k["claimed"])

@@ -8,12 +8,13 @@ from __future__ import annotations
 import logging
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+import torch.nn.functional as F
+
 from compressreid.evaluation.evaluator import ReIDEvaluator
 from compressreid.export.conventions import InputConvention
-from compressreid.export.parity import embedding_parity
 from compressreid.export.tensorrt_check import TRT_CHECKS
 from compressreid.gates import GateDecision, Judged
-from compressreid.quant.compare import Embedded, TestImages, evaluate_cached, quantization_parity
+from compressreid.quant.compare import Embedded, TestImages, embed_images, evaluate_cached, quantization_parity
 from compressreid.quant.saturation import accumulation_bounds
 from compressreid.quant.targets.base import QuantTarget
 
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 RUNTIME_PARITY_IMAGES = 64
 # What a quantize run reports for each target's file besides its evaluation (gate-able names).
 QUANT_METRICS = ("cosine_mean", "cosine_min", "top10_overlap", "runtime_cosine_mean", "runtime_cosine_min",
-                 "runtime_parity_images", "u8s8_pair_sum_max", "s8s8_pair_sum_max", "dot_sum_max", "integer_layers",
+                 "runtime_fp32_gap", "runtime_parity_images", "u8s8_pair_sum_max", "s8s8_pair_sum_max", "dot_sum_max", "integer_layers",
                  *TRT_CHECKS)
 
 
@@ -68,14 +69,19 @@ class TargetJudge:
 
     def runtime_parity(self, path: str) -> Dict[str, float]:
         """The runtime here against the file's Q/DQ semantics on the first query images ({} when it does not run
-        here)."""
+        here): their cosine, and ``runtime_fp32_gap``, how much further from FP32 the runtime's embeddings are than
+        the Q/DQ semantics' (mean cosine to the FP32 embeddings of the same images; negative: closer)."""
         runtime = self.target.runtime_model(path, self.threads)
         if runtime is None:
             return {}
-        parity = embedding_parity(self.target.reference_model(path), runtime,
-                                  self.images.q_images[:RUNTIME_PARITY_IMAGES]).to_dict()
-        return {"runtime_cosine_mean": parity["cosine_mean"], "runtime_cosine_min": parity["cosine_min"],
-                "runtime_parity_images": parity["images"]}
+        images = self.images.q_images[:RUNTIME_PARITY_IMAGES]
+        reference = embed_images(self.target.reference_model(path), images, flip=self.evaluator.flip)
+        ran = embed_images(runtime, images, flip=self.evaluator.flip)
+        fp32 = self.fp32.q_feats[:len(images)]
+        cosine = F.cosine_similarity(reference, ran, dim=1)
+        gap = F.cosine_similarity(reference, fp32, dim=1).mean() - F.cosine_similarity(ran, fp32, dim=1).mean()
+        return {"runtime_cosine_mean": float(cosine.mean()), "runtime_cosine_min": float(cosine.min()),
+                "runtime_fp32_gap": float(gap), "runtime_parity_images": len(images)}
 
     def full_metrics(self, path: str, int8: Optional[Embedded] = None) -> Dict[str, float]:
         bounds = accumulation_bounds(path)

@@ -372,6 +372,7 @@ def _payload(run: _Run, outcomes: List[TargetOutcome]) -> Dict[str, object]:
     if "runtime_cosine_min" in main.metrics:
         method["runtime_parity"] = {"cosine_min": main.metrics["runtime_cosine_min"],
                                     "cosine_mean": main.metrics["runtime_cosine_mean"],
+                                    "fp32_gap": main.metrics["runtime_fp32_gap"],
                                     "images": int(main.metrics["runtime_parity_images"])}
     payload.update({"artifact": os.path.basename(main.files[0]), "export_parity": run.export_parity,
                     "quantization": method, "fallback": main.fallback,

@@ -26,10 +26,12 @@ STEM = "student_int8"
 
 @dataclass(frozen=True)
 class ParityLimits:
-    """How close a runtime must stay to the file's own Q/DQ semantics (QUANT.RUNTIME_PARITY)."""
+    """How close a runtime must stay to the file's own Q/DQ semantics (QUANT.RUNTIME_PARITY); ``max_fp32_gap``: how
+    much further from FP32 than those semantics a re-fusing runtime may land (targets with ``parity_to = "fp32"``)."""
 
     cosine_mean: float
     cosine_min: float
+    max_fp32_gap: float = 0.001
 
 
 class QuantTarget:
@@ -40,12 +42,17 @@ class QuantTarget:
         runtime: "onnxruntime", "openvino" or "tensorrt".
         holds_on: the CPU kinds the file is certified for; each must be proven by the accumulation bound.
         portable: promises every CPU kind; refused with a format the bound cannot prove.
+        parity_to: what the runtime here is held to besides the cosine-min floor: "qdq", the file's own Q/DQ
+            semantics (cosine mean), for runtimes that execute them as written up to requantization rounding;
+            "fp32", no further from FP32 than those semantics (``runtime_fp32_gap``), for runtimes that re-fuse the
+            graph with their own rounding.
     """
 
     name: ClassVar[str] = ""
     runtime: ClassVar[str] = ""
     holds_on: ClassVar[Tuple[CpuKind, ...]] = ()
     portable: ClassVar[bool] = False
+    parity_to: ClassVar[str] = "qdq"
 
     def __init__(self, fmt: QuantFormat, convention: InputConvention, parity: ParityLimits):
         self.fmt, self.convention, self.parity = fmt, convention, parity
@@ -67,7 +74,8 @@ class QuantTarget:
     def from_config(cls, cfg: CfgNode) -> "QuantTarget":
         q = cfg.QUANT
         target = cls(cls.format_from_config(q), cls.convention_from_config(q),
-                     ParityLimits(q.RUNTIME_PARITY.MIN_COSINE_MEAN, q.RUNTIME_PARITY.MIN_COSINE_MIN))
+                     ParityLimits(q.RUNTIME_PARITY.MIN_COSINE_MEAN, q.RUNTIME_PARITY.MIN_COSINE_MIN,
+                                  q.RUNTIME_PARITY.MAX_FP32_GAP))
         target.check()
         return target
 
@@ -130,11 +138,12 @@ class QuantTarget:
     # ---- certification -----------------------------------------------------------------------------------
     def rules(self, runtime_here: bool) -> List[str]:
         """The target's own gate rules, added to TEST.GATES: every claimed CPU kind's accumulation bound, and,
-        when its runtime runs here, agreement with the file's Q/DQ semantics."""
+        when its runtime runs here, its agreement with the file's Q/DQ semantics (``parity_to``)."""
         rules = list(dict.fromkeys(f"{kind.metric} <= {kind.limit}" for kind in self.holds_on))
         if runtime_here:
-            rules += [f"runtime_cosine_mean >= {self.parity.cosine_mean}",
-                      f"runtime_cosine_min >= {self.parity.cosine_min}"]
+            rules += ([f"runtime_fp32_gap <= {self.parity.max_fp32_gap}"] if self.parity_to == "fp32" else
+                      [f"runtime_cosine_mean >= {self.parity.cosine_mean}"])
+            rules += [f"runtime_cosine_min >= {self.parity.cosine_min}"]
         return rules
 
     def measured_kind(self) -> Optional[CpuKind]:
