@@ -42,9 +42,13 @@ def fallback_cell(metrics: Dict[str, object]) -> str:
 
 
 def runtime_cell(quantization: Dict[str, object]) -> str:
-    """ONNX Runtime's optimised session vs the graph's own Q/DQ semantics (runs before this record: "-")."""
+    """The primary target's runtime vs the graph's own Q/DQ semantics (runs before this record: "-"), and how much
+    further from FP32 it lands than those semantics (runs before that record: no gap)."""
     parity = quantization.get("runtime_parity")
-    return f"{parity['cosine_min']:.3f} / {parity['cosine_mean']:.4f}" if parity else "-"
+    if not parity:
+        return "-"
+    gap = f" (FP32 gap {parity['fp32_gap']:+.4f})" if "fp32_gap" in parity else ""
+    return f"{parity['cosine_min']:.3f} / {parity['cosine_mean']:.4f}{gap}"
 
 
 def row(folder: str) -> str:

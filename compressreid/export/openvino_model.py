@@ -60,6 +60,22 @@ def compile_openvino(path: str, threads: int = 0, batch: int = 0):
         raise ExportError(f"OpenVINO cannot compile {path}: {first}") from None
 
 
+# What OpenVINO's runtime model calls the weighted layers (layerType in each op's rt_info).
+WEIGHTED_LAYER_TYPES = ("Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul")
+
+
+def int8_layer_count(compiled) -> int:
+    """How many weighted layers a compiled model executes in 8-bit integers (runtimePrecision u8/i8 in its runtime
+    model): a quantized file whose layers OpenVINO runs in float keeps neither its speed nor its Q/DQ semantics."""
+    count = 0
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        kind = info["layerType"].astype(str) if "layerType" in info else ""
+        precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else ""
+        count += kind in WEIGHTED_LAYER_TYPES and precision in ("u8", "i8")
+    return count
+
+
 class OpenVinoEmbedder(nn.Module):
     """An ONNX embedding model run by OpenVINO on the CPU: float32 [B, 3, H, W] in, [B, D] float32 out.
 
@@ -71,13 +87,19 @@ class OpenVinoEmbedder(nn.Module):
         super().__init__()
         self.path, self.threads = path, threads
         self.input_shape = check_embedding_graph(path)
+        self.compiled: Dict[int, object] = {}
         self.requests: Dict[int, object] = {}
         self._request(1)
 
     def _request(self, batch: int):
         if batch not in self.requests:
-            self.requests[batch] = compile_openvino(self.path, self.threads, batch).create_infer_request()
+            self.compiled[batch] = compile_openvino(self.path, self.threads, batch)
+            self.requests[batch] = self.compiled[batch].create_infer_request()
         return self.requests[batch]
+
+    def int8_layers(self) -> int:
+        """Weighted layers OpenVINO runs in 8-bit integers (as compiled for batch 1)."""
+        return int8_layer_count(self.compiled[1])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         h, w = self.input_shape[2:]

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from compressreid.evaluation.evaluator import ReIDEvaluator
 from compressreid.export.conventions import InputConvention
+from compressreid.export.parity import embedding_parity
 from compressreid.export.tensorrt_check import TRT_CHECKS
 from compressreid.gates import GateDecision, Judged
 from compressreid.quant.compare import Embedded, TestImages, embed_images, evaluate_cached, quantization_parity
@@ -24,7 +25,8 @@ logger = logging.getLogger(__name__)
 RUNTIME_PARITY_IMAGES = 64
 # What a quantize run reports for each target's file besides its evaluation (gate-able names).
 QUANT_METRICS = ("cosine_mean", "cosine_min", "top10_overlap", "runtime_cosine_mean", "runtime_cosine_min",
-                 "runtime_fp32_gap", "runtime_parity_images", "u8s8_pair_sum_max", "s8s8_pair_sum_max", "dot_sum_max", "integer_layers",
+                 "runtime_fp32_gap", "runtime_int8_layers", "runtime_float_layers", "runtime_parity_images",
+                 "u8s8_pair_sum_max", "s8s8_pair_sum_max", "dot_sum_max", "integer_layers",
                  *TRT_CHECKS)
 
 
@@ -74,14 +76,16 @@ class TargetJudge:
         runtime = self.target.runtime_model(path, self.threads)
         if runtime is None:
             return {}
+        reference = self.target.reference_model(path)
         images = self.images.q_images[:RUNTIME_PARITY_IMAGES]
-        reference = embed_images(self.target.reference_model(path), images, flip=self.evaluator.flip)
-        ran = embed_images(runtime, images, flip=self.evaluator.flip)
+        parity = embedding_parity(reference, runtime, images)
+        # the FP32 features were embedded as the evaluator embeds (TEST.FLIP), so the gap compares like with like
         fp32 = self.fp32.q_feats[:len(images)]
-        cosine = F.cosine_similarity(reference, ran, dim=1)
-        gap = F.cosine_similarity(reference, fp32, dim=1).mean() - F.cosine_similarity(ran, fp32, dim=1).mean()
-        return {"runtime_cosine_mean": float(cosine.mean()), "runtime_cosine_min": float(cosine.min()),
-                "runtime_fp32_gap": float(gap), "runtime_parity_images": len(images)}
+        to_fp32 = [F.cosine_similarity(embed_images(m, images, flip=self.evaluator.flip), fp32, dim=1).mean()
+                   for m in (reference, runtime)]
+        return {"runtime_cosine_mean": parity.cosine_mean, "runtime_cosine_min": parity.cosine_min,
+                "runtime_fp32_gap": float(to_fp32[0] - to_fp32[1]), "runtime_parity_images": parity.images,
+                **self.target.runtime_metrics(runtime, path)}
 
     def full_metrics(self, path: str, int8: Optional[Embedded] = None) -> Dict[str, float]:
         bounds = accumulation_bounds(path)

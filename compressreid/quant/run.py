@@ -321,8 +321,10 @@ class _Run:
         logger.info("%s INT8 %s: mAP %.2f (FP32 %.2f), cosine mean %.4f, runtime vs Q/DQ cosine min %s; %s",
                     target.name, "accepted" if accepted else "REJECTED", metrics["mAP"],
                     self.fp32[0].result.metrics["mAP"], metrics["cosine_mean"],
-                    f"{metrics['runtime_cosine_min']:.4f}" if "runtime_cosine_min" in metrics else "n/a",
-                    "; ".join(f"{k}: {'holds' if v['holds'] else 'NOT proven'}" for k, v in certification.items()))
+                    f"{metrics['runtime_cosine_min']:.4f} / mean {metrics['runtime_cosine_mean']:.4f}, further "
+                    f"from FP32 by {metrics['runtime_fp32_gap']:+.4f}" if "runtime_cosine_min" in metrics else "n/a",
+                    "; ".join(f"{k}: {'holds' if v['holds'] else 'NOT proven'}"
+                              f"{'' if v['claimed'] else ' (not claimed)'}" for k, v in certification.items()))
         return TargetOutcome(target, primary, files, accepted, metrics, [e.result for e in embedded], payload,
                              decisions,
                              fallback, latency, certification, os.path.getsize(files[0]),

@@ -242,14 +242,41 @@ def test_a_re_fusing_runtime_is_held_to_fp32_not_to_the_qdq_semantics(runtime_no
     class Evaluator:
         flip = False
 
+    cfg = get_cfg()
+    cfg.QUANT.RUNTIME_PARITY.MAX_FP32_GAP = 0.01
+    assert "runtime_fp32_gap <= 0.01" in QUANT_TARGETS.get("openvino").from_config(cfg).rules(True)
+
     for target in (openvino, ort):
         target.runtime_model = lambda path, threads=0: _Offset(fp32, run_offset)
         target.reference_model = lambda path: _Offset(fp32, qdq_offset)
+        target.runtime_metrics = lambda runtime, path: {}  # integer execution: the next test
         judge = TargetJudge(target, None, Evaluator(), TestImages("t", images, [], images[:0], []),
                             Embedded(feats, feats[:0], None), {}, {})
         metrics = judge.runtime_parity("unused.onnx")
         assert metrics["runtime_parity_images"] == 64 and metrics["runtime_cosine_mean"] < 0.99
         assert (metrics["runtime_fp32_gap"] < 0) is passes
-        decisions = check_gates([r for r in judge.rules if r.startswith("runtime_")], numbers(metrics))
+        rules = [r for r in judge.rules if r.startswith(("runtime_cosine", "runtime_fp32_gap"))]
+        decisions = check_gates(rules, numbers(metrics))
         parity_passed = all(d.passed for d in decisions)
         assert parity_passed is (passes and target is openvino)
+
+
+def test_openvino_must_run_every_integer_layer_in_integers(prepared, tmp_path):
+    """The FP32-gap rule alone would pass a runtime that ran the quantized file in float (closer to FP32 still);
+    OpenVINO's compiled runtime model says which layers run in u8/i8, and each integer layer of the file must."""
+    from compressreid.export.openvino_model import OpenVinoEmbedder
+
+    openvino = QUANT_TARGETS.get("openvino").from_config(get_cfg())
+    path = quantize_ptq(prepared, str(tmp_path / "w7.onnx"), [example_images(SIZE, 4, seed=1)], fmt=openvino.fmt)
+    layers = accumulation_bounds(path)["integer_layers"]
+    rule = ["runtime_float_layers <= 0"]
+    assert rule[0] in openvino.rules(True)
+    runtime = OpenVinoEmbedder(path)
+    measured = openvino.runtime_metrics(runtime, path)
+    assert measured == {"runtime_int8_layers": layers, "runtime_float_layers": 0} and layers > 0
+    assert check_gates(rule, numbers(measured))[0].passed
+
+    runtime.int8_layers = lambda: layers - 3  # planted: three layers executed in float
+    measured = openvino.runtime_metrics(runtime, path)
+    assert measured["runtime_float_layers"] == 3 and not check_gates(rule, numbers(measured))[0].passed
+    assert OpenVinoEmbedder(prepared).int8_layers() == 0  # the FP32 file: nothing in integers

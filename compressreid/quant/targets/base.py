@@ -31,7 +31,7 @@ class ParityLimits:
 
     cosine_mean: float
     cosine_min: float
-    max_fp32_gap: float = 0.001
+    max_fp32_gap: float
 
 
 class QuantTarget:
@@ -44,8 +44,9 @@ class QuantTarget:
         portable: promises every CPU kind; refused with a format the bound cannot prove.
         parity_to: what the runtime here is held to besides the cosine-min floor: "qdq", the file's own Q/DQ
             semantics (cosine mean), for runtimes that execute them as written up to requantization rounding;
-            "fp32", no further from FP32 than those semantics (``runtime_fp32_gap``), for runtimes that re-fuse the
-            graph with their own rounding.
+            "fp32", no further from FP32 than those semantics (``runtime_fp32_gap``) and every integer layer of
+            the file run in integers (``runtime_float_layers``: a runtime that ran the file in float would be
+            closer to FP32 still), for runtimes that re-fuse the graph with their own rounding.
     """
 
     name: ClassVar[str] = ""
@@ -102,6 +103,10 @@ class QuantTarget:
         """Target-specific measurements of a quantized file (e.g. structural checks), judged by ``rules``."""
         return {}
 
+    def runtime_metrics(self, runtime: nn.Module, path: str) -> Dict[str, float]:
+        """Target-specific measurements of the file as ``runtime_model`` runs it here, judged by ``rules``."""
+        return {}
+
     # ---- files -------------------------------------------------------------------------------------------
     def file_name(self, primary: bool, rejected: bool = False) -> str:
         """``student_int8.onnx`` for the run's first target, ``student_int8.<target>.onnx`` for the others."""
@@ -141,8 +146,8 @@ class QuantTarget:
         when its runtime runs here, its agreement with the file's Q/DQ semantics (``parity_to``)."""
         rules = list(dict.fromkeys(f"{kind.metric} <= {kind.limit}" for kind in self.holds_on))
         if runtime_here:
-            rules += ([f"runtime_fp32_gap <= {self.parity.max_fp32_gap}"] if self.parity_to == "fp32" else
-                      [f"runtime_cosine_mean >= {self.parity.cosine_mean}"])
+            rules += ([f"runtime_fp32_gap <= {self.parity.max_fp32_gap}", "runtime_float_layers <= 0"]
+                      if self.parity_to == "fp32" else [f"runtime_cosine_mean >= {self.parity.cosine_mean}"])
             rules += [f"runtime_cosine_min >= {self.parity.cosine_min}"]
         return rules
 
