@@ -280,3 +280,37 @@ def test_openvino_must_run_every_integer_layer_in_integers(prepared, tmp_path):
     measured = openvino.runtime_metrics(runtime, path)
     assert measured["runtime_float_layers"] == 3 and not check_gates(rule, numbers(measured))[0].passed
     assert OpenVinoEmbedder(prepared).int8_layers() == 0  # the FP32 file: nothing in integers
+
+
+def _judge_with_gates(gates):
+    from compressreid.engine.verdict import Verdict
+    from compressreid.quant.compare import Embedded, TestImages
+    from compressreid.quant.judge import TargetJudge
+    from compressreid.quant.plan import quant_gate_spec
+
+    class Evaluator:
+        flip = False
+
+    cfg = get_cfg()
+    cfg.TEST.GATES = gates
+    target = QUANT_TARGETS.get("ort_portable").from_config(cfg)
+    empty = torch.zeros(0, 3, 8, 4)
+    return TargetJudge(target, Verdict("quantize", cfg, quant_gate_spec(cfg)), Evaluator(),
+                       TestImages("t", empty, [], empty, []), Embedded(empty, empty, None), {}, {})
+
+
+@pytest.mark.parametrize("failing, runs", [
+    ({"mAP": 30.0}, True),                                                  # a stage gate: the fallback's job
+    ({"mAP": 30.0, "runtime_cosine_min": 0.92}, True),                      # with a parity rule beside it
+    ({"runtime_cosine_min": 0.92}, False),                                  # parity alone: not an accuracy failure
+    ({"mAP": 30.0, "u8s8_pair_sum_max": 64770.0}, False),                   # the format's bound: no layer fixes it
+], ids=["gate", "gate_and_parity", "parity_alone", "gate_and_bound"])
+def test_the_fallback_runs_for_a_stage_gate_even_beside_a_parity_failure(failing, runs):
+    """MobileNetV3-small on an AMX Xeon failed mAP and ONNX Runtime's parity min (0.925) all-INT8; the fallback did
+    not run because a target rule had failed, though a layer kept in FP32 leaves the runtime's integer kernels."""
+    judge = _judge_with_gates(("mAP >= 40",))
+    healthy = {"mAP": 45.0, "runtime_cosine_mean": 0.999, "runtime_cosine_min": 0.99, "u8s8_pair_sum_max": 32640.0,
+               "s8s8_pair_sum_max": 32000.0, "dot_sum_max": 1e6, "collapse_mean_cosine": 0.1,
+               "distinct_nn_share": 0.9}
+    assert not judge.fallback_can_help(healthy)
+    assert judge.fallback_can_help({**healthy, **failing}) is runs
