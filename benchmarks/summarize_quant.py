@@ -10,6 +10,7 @@ query/gallery, and their latencies side by side (so the speed-up is a same-run r
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from typing import Dict
 
@@ -23,6 +24,31 @@ def method_label(quantization: Dict[str, object]) -> str:
         return f"QAT {qat.get('iters', '?')} it" + (f", {losses}" if losses else "")
     calibration = quantization.get("calibration", {})
     return f"PTQ {calibration.get('method', '?')}"
+
+
+def target_formats(folder: str) -> Dict[str, Dict[str, object]]:
+    """Each shipped file's INT8 format, by target name, from the run's model card ({} without one)."""
+    path = os.path.join(folder, "model_card.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, "r", encoding="utf-8") as handle:
+        card = json.load(handle)
+    entries = [card, *card.get("targets", [])]  # the primary file at the top level, the others under "targets"
+    return {t["target"]["target"]: t["target"].get("format", {}) for t in entries if "target" in t}
+
+
+def rounding_label(quantization: Dict[str, object], fmt: Dict[str, object], fallback: Dict[str, object],
+                   accepted: bool) -> str:
+    """PTQ weight rounding of one target's file: GPTQ where QUANT.WEIGHT_ROUNDING applied it to the format's weight
+    bits, else nearest; "auto" records which rounding shipped when the preferred one failed a gate."""
+    refinement = quantization.get("refinement", {})
+    if quantization.get("method") != "ptq" or not fmt or not refinement:
+        return ""
+    preferred = "GPTQ" if fmt.get("weight_bits") in refinement.get("gptq_weight_bits", []) else "nearest"
+    shipped = fallback.get("weight_rounding", {}).get("shipped")
+    if shipped and shipped.upper() != preferred.upper():
+        return f"; {preferred} file failed a gate, {shipped} {'shipped' if accepted else 'judged too'}"
+    return f", {preferred}" + (" (the other rounding also failed)" if shipped else "")
 
 
 def fallback_cell(metrics: Dict[str, object]) -> str:
@@ -80,6 +106,7 @@ def target_rows(folder: str) -> list:
     fp32 = m["fp32"]["mAP"]
     fake = m["fake_quant"]["mAP"] if isinstance(m.get("fake_quant"), dict) else None
     rows = []
+    formats = target_formats(folder)
     for name, t in m.get("targets", {}).items():
         runtime = (f"{t['runtime_cosine_min']:.3f} / {t['runtime_cosine_mean']:.4f}"
                    if "runtime_cosine_min" in t else "not run here")
@@ -89,7 +116,10 @@ def target_rows(folder: str) -> list:
         held = sum(1 for k in kinds.values() if k["claimed"] and k["holds"])
         claimed = sum(1 for k in kinds.values() if k["claimed"])
         rows.append("| " + " | ".join([
-            os.path.basename(folder.rstrip("/")), name, method_label(m.get("quantization", {})), f"{fp32:.2f}",
+            os.path.basename(folder.rstrip("/")), name,
+            method_label(m.get("quantization", {})) + rounding_label(m.get("quantization", {}), formats.get(name, {}),
+                                                                     t.get("fallback", {}), bool(t.get("accepted"))),
+            f"{fp32:.2f}",
             f"{t['mAP']:.2f} ({t['mAP'] - fp32:+.2f})" + (f" (fake-quant {fake:.2f})" if fake is not None else ""),
             f"{t['cosine_mean']:.3f} / {t['cosine_min']:.3f}", runtime, f"{int(t.get('u8s8_pair_sum_max', 0))}",
             f"{held} / {claimed}", f"{t.get('latency', {}).get('speedup_batch32', float('nan')):.2f}×",
