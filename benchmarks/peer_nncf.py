@@ -160,6 +160,16 @@ def shipped(ours: str) -> tuple:
     return int8, fp32 if os.path.isfile(fp32) else ""
 
 
+def check_ours(ours: str) -> None:
+    """--ours names a readable file (a run folder: its shipped student_int8.onnx); exits 2 before any work."""
+    int8, _ = shipped(ours)
+    if not os.path.isfile(int8):
+        rejected = os.path.join(os.path.dirname(int8), "student_int8.rejected.onnx")
+        hint = (f"; that run was rejected: pass {rejected} to compare its rejected file" if os.path.isfile(rejected)
+                else "; expected a tools/quantize.py run folder or an INT8 ONNX file")
+        fail(f"--ours {ours}: no {int8}{hint}")
+
+
 def provenance(args, fp32: str, cfg) -> Dict[str, object]:
     """What NNCF's files depend on: the FP32 file's bytes, the resolved config (calibration images and seed
     included) and the accuracy control's max drop."""
@@ -326,6 +336,8 @@ def shared_images(a, b) -> int:
 
 def main() -> None:
     args = parse_args()
+    if args.ours:
+        check_ours(args.ours)
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config_file, ["QUANT.SOURCE", args.source, *args.opts])
     plan = check_quantize_inputs(cfg)

@@ -138,3 +138,16 @@ def test_bad_arguments_exit_2_with_one_line(peer, monkeypatch, capsys, argv, mes
         args_for(peer, monkeypatch, *argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_ours_without_a_shipped_file_exits_2_naming_the_rejected_one(peer, tmp_path, capsys):
+    """A rejected run ships no student_int8.onnx: one line naming the rejected file to pass instead, exit 2, before
+    any export or quantization (it was a traceback after loading the model)."""
+    (tmp_path / "student_int8.rejected.onnx").write_bytes(b"")
+    for ours, message in ((str(tmp_path), "pass " + str(tmp_path / "student_int8.rejected.onnx")),
+                          (str(tmp_path / "nothing"), "expected a tools/quantize.py run folder or an INT8 ONNX file")):
+        with pytest.raises(SystemExit) as exit_info:
+            peer.script.check_ours(ours)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    peer.script.check_ours(str(tmp_path / "student_int8.rejected.onnx"))  # a file: accepted as it is
