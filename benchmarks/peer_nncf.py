@@ -165,7 +165,8 @@ def check_ours(ours: str) -> None:
     int8, _ = shipped(ours)
     if not os.path.isfile(int8):
         rejected = os.path.join(os.path.dirname(int8), "student_int8.rejected.onnx")
-        hint = (f"; that run was rejected: pass {rejected} to compare its rejected file" if os.path.isfile(rejected)
+        hint = (f"; that run was rejected: pass {rejected} to compare its rejected file"
+                if os.path.isdir(ours) and os.path.isfile(rejected)
                 else "; expected a tools/quantize.py run folder or an INT8 ONNX file")
         fail(f"--ours {ours}: no {int8}{hint}")
 
