@@ -51,6 +51,11 @@ def rounding_label(quantization: Dict[str, object], fmt: Dict[str, object], fall
     return f", {preferred}" + (" (the other rounding also failed)" if shipped else "")
 
 
+def speedup_cell(speedup) -> str:
+    """A same-run INT8-over-FP32 ratio, or "-" where the runtime did not run here (TensorRT on a CPU machine)."""
+    return "-" if speedup is None else f"{speedup:.2f}×"
+
+
 def fallback_cell(metrics: Dict[str, object]) -> str:
     fallback = metrics.get("fallback", {})
     if not fallback.get("used"):
@@ -122,7 +127,7 @@ def target_rows(folder: str) -> list:
             f"{fp32:.2f}",
             f"{t['mAP']:.2f} ({t['mAP'] - fp32:+.2f})" + (f" (fake-quant {fake:.2f})" if fake is not None else ""),
             f"{t['cosine_mean']:.3f} / {t['cosine_min']:.3f}", runtime, f"{int(t.get('u8s8_pair_sum_max', 0))}",
-            f"{held} / {claimed}", f"{t.get('latency', {}).get('speedup_batch32', float('nan')):.2f}×",
+            f"{held} / {claimed}", speedup_cell(t.get("latency", {}).get("speedup_batch32")),
             fallback_cell({**m, "fallback": t.get("fallback", {}), "latency": t.get("latency", {})}),
             "yes" if t.get("accepted") else "**rejected**"]) + " |")
     return rows

@@ -497,7 +497,7 @@ _C.QUANT.RUNTIME_PARITY.MIN_COSINE_MIN = 0.95
 # file's Q/DQ semantics are (mean cosine to FP32 on the same 64 query images, runtime_fp32_gap = Q/DQ's minus the
 # runtime's), every integer layer of the file must run in integers (runtime_float_layers <= 0), and MIN_COSINE_MIN
 # still applies. Measured on an Intel Xeon with AMX: OpenVINO's files of ResNet-18 1/4 and the R50-IBN 1/4 teacher
-# were the closest to FP32 of every target (cosine 0.9949 and 0.9934, best mAP) yet rejected at
+# were the closest to FP32 of every target (cosine 0.9949 and 0.9934, best mAP of the CPU targets) yet rejected at
 # runtime_cosine_mean 0.9886 / 0.9889 < 0.99 by the rule above.
 _C.QUANT.RUNTIME_PARITY.MAX_FP32_GAP = 0.001
 

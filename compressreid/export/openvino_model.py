@@ -6,7 +6,7 @@ built, never at module import.
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Set
 
 import numpy as np
 import torch
@@ -62,18 +62,25 @@ def compile_openvino(path: str, threads: int = 0, batch: int = 0):
 
 # What OpenVINO's runtime model calls the weighted layers (layerType in each op's rt_info).
 WEIGHTED_LAYER_TYPES = ("Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul")
+# OpenVINO splits a convolution's bias off into an Add that keeps the layer's name and renames the convolution
+# "<name>/WithoutBiases"; the Add may then fuse into a float element-wise subgraph (OSNet's did).
+_DECOMPOSED = "/WithoutBiases"
 
 
-def int8_layer_count(compiled) -> int:
-    """How many weighted layers a compiled model executes in 8-bit integers (runtimePrecision u8/i8 in its runtime
-    model): a quantized file whose layers OpenVINO runs in float keeps neither its speed nor its Q/DQ semantics."""
-    count = 0
+def int8_layer_names(compiled) -> Set[str]:
+    """The source-graph names of every layer a compiled model's weighted kernels execute in 8-bit integers
+    (runtimePrecision u8/i8 in its runtime model; ``originalLayersNames`` lists what each kernel fused): a quantized
+    file whose layers OpenVINO runs in float keeps neither its speed nor its Q/DQ semantics."""
+    names: Set[str] = set()
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
         kind = info["layerType"].astype(str) if "layerType" in info else ""
         precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else ""
-        count += kind in WEIGHTED_LAYER_TYPES and precision in ("u8", "i8")
-    return count
+        if kind in WEIGHTED_LAYER_TYPES and precision in ("u8", "i8"):
+            fused = info["originalLayersNames"].astype(str).split(",") if "originalLayersNames" in info else []
+            names.update(n[:-len(_DECOMPOSED)] if n.endswith(_DECOMPOSED) else n
+                         for n in (op.get_friendly_name(), *fused))
+    return names
 
 
 class OpenVinoEmbedder(nn.Module):
@@ -97,9 +104,9 @@ class OpenVinoEmbedder(nn.Module):
             self.requests[batch] = self.compiled[batch].create_infer_request()
         return self.requests[batch]
 
-    def int8_layers(self) -> int:
-        """Weighted layers OpenVINO runs in 8-bit integers (as compiled for batch 1)."""
-        return int8_layer_count(self.compiled[1])
+    def int8_layers(self) -> Set[str]:
+        """Names of the source layers OpenVINO's weighted kernels run in 8-bit integers (as compiled for batch 1)."""
+        return int8_layer_names(self.compiled[1])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         h, w = self.input_shape[2:]

@@ -33,3 +33,10 @@ def test_rounding_label_follows_the_format_and_what_shipped(summarize, bits, fal
 def test_no_rounding_label_for_qat_or_runs_without_a_card(summarize):
     assert summarize.rounding_label({"method": "qat", "refinement": {}}, {"weight_bits": 7}, {}, True) == ""
     assert summarize.rounding_label(PTQ, {}, {}, True) == ""
+
+
+def test_a_target_not_run_here_has_no_speed_up_and_the_gap_is_shown(summarize):
+    assert summarize.speedup_cell(None) == "-" and summarize.speedup_cell(2.004) == "2.00×"
+    parity = {"runtime_parity": {"cosine_min": 0.98, "cosine_mean": 0.99, "fp32_gap": -0.0024}}
+    assert summarize.runtime_cell(parity) == "0.980 / 0.9900 (FP32 gap -0.0024)"
+    assert summarize.runtime_cell({}) == "-"

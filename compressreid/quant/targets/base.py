@@ -27,7 +27,7 @@ STEM = "student_int8"
 @dataclass(frozen=True)
 class ParityLimits:
     """How close a runtime must stay to the file's own Q/DQ semantics (QUANT.RUNTIME_PARITY); ``max_fp32_gap``: how
-    much further from FP32 than those semantics a re-fusing runtime may land (targets with ``parity_to = "fp32"``)."""
+    much further from FP32 than those semantics a re-fusing runtime may land (OpenVINO's ``parity_rules``)."""
 
     cosine_mean: float
     cosine_min: float
@@ -42,18 +42,12 @@ class QuantTarget:
         runtime: "onnxruntime", "openvino" or "tensorrt".
         holds_on: the CPU kinds the file is certified for; each must be proven by the accumulation bound.
         portable: promises every CPU kind; refused with a format the bound cannot prove.
-        parity_to: what the runtime here is held to besides the cosine-min floor: "qdq", the file's own Q/DQ
-            semantics (cosine mean), for runtimes that execute them as written up to requantization rounding;
-            "fp32", no further from FP32 than those semantics (``runtime_fp32_gap``) and every integer layer of
-            the file run in integers (``runtime_float_layers``: a runtime that ran the file in float would be
-            closer to FP32 still), for runtimes that re-fuse the graph with their own rounding.
     """
 
     name: ClassVar[str] = ""
     runtime: ClassVar[str] = ""
     holds_on: ClassVar[Tuple[CpuKind, ...]] = ()
     portable: ClassVar[bool] = False
-    parity_to: ClassVar[str] = "qdq"
 
     def __init__(self, fmt: QuantFormat, convention: InputConvention, parity: ParityLimits):
         self.fmt, self.convention, self.parity = fmt, convention, parity
@@ -143,13 +137,18 @@ class QuantTarget:
     # ---- certification -----------------------------------------------------------------------------------
     def rules(self, runtime_here: bool) -> List[str]:
         """The target's own gate rules, added to TEST.GATES: every claimed CPU kind's accumulation bound, and,
-        when its runtime runs here, its agreement with the file's Q/DQ semantics (``parity_to``)."""
+        when its runtime runs here, its agreement with the file's Q/DQ semantics (``parity_rules``)."""
         rules = list(dict.fromkeys(f"{kind.metric} <= {kind.limit}" for kind in self.holds_on))
         if runtime_here:
-            rules += ([f"runtime_fp32_gap <= {self.parity.max_fp32_gap}", "runtime_float_layers <= 0"]
-                      if self.parity_to == "fp32" else [f"runtime_cosine_mean >= {self.parity.cosine_mean}"])
-            rules += [f"runtime_cosine_min >= {self.parity.cosine_min}"]
+            rules += [*self.parity_rules(), f"runtime_cosine_min >= {self.parity.cosine_min}"]
         return rules
+
+    def parity_rules(self) -> List[str]:
+        """How the runtime here must agree with the file besides the cosine-min floor: for a runtime that executes
+        the Q/DQ graph as written up to requantization rounding (ONNX Runtime), its cosine mean to those semantics.
+        A runtime that re-fuses the graph with its own rounding overrides this (OpenVINO: no further from FP32 than
+        the semantics, every integer layer run in integers)."""
+        return [f"runtime_cosine_mean >= {self.parity.cosine_mean}"]
 
     def measured_kind(self) -> Optional[CpuKind]:
         """The CPU kind whose arithmetic ``runtime_model`` reproduces on this machine (None: it does not run here)."""

@@ -6,22 +6,22 @@ not apply to them. So this target uses the portable format, 7-bit weights, and i
 
 OpenVINO does not run the Q/DQ graph node by node: its low-precision transformations re-fuse dequantization,
 residual adds and requantization with their own rounding, so its embeddings differ from the file's Q/DQ semantics
-by more than ONNX Runtime's (cosine mean 0.986-0.996 against >= 0.999), while their cosine to FP32 over the whole
-test set was as high as ONNX Runtime's file of the same format or higher on every PTQ and QAT model of the README's
-AVX2 and AMX tables. It is held to that, measured on 64 query images: no further from FP32 than the Q/DQ semantics
-(``parity_to = "fp32"``), every integer layer run in integers, and the same cosine-min floor against a broken
-runtime.
+by more than ONNX Runtime's (cosine mean down to 0.96 against ONNX Runtime's >= 0.99 in the README's tables), while
+their cosine to FP32 over the whole test set was as high as ONNX Runtime's file of the same format or higher on
+every PTQ and QAT model of the README's AVX2 and AMX tables. It is held to that, measured on 64 query images: no
+further from FP32 than the Q/DQ semantics (``parity_rules``), every integer layer of the file run in integers
+(matched by name in OpenVINO's compiled runtime model), and the same cosine-min floor against a broken runtime.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Dict, Optional
+from typing import ClassVar, Dict, List, Optional
 
 import onnx
 from torch import nn
 
 from compressreid.export.cpu import ARM64, X86_AVX2, X86_AVX512, X86_VNNI
-from compressreid.quant.saturation import integer_layers
+from compressreid.quant.saturation import int8_weighted_nodes
 from compressreid.quant.targets.base import QuantTarget
 from compressreid.quant.targets.registry import register_target
 
@@ -32,7 +32,6 @@ class OpenVinoCpu(QuantTarget):
     runtime: ClassVar[str] = "openvino"
     holds_on = (X86_AVX2, X86_AVX512, X86_VNNI, ARM64)
     portable: ClassVar[bool] = True
-    parity_to: ClassVar[str] = "fp32"
 
     def check_available(self) -> None:
         from compressreid.export.openvino_model import require_openvino
@@ -44,11 +43,14 @@ class OpenVinoCpu(QuantTarget):
 
         return OpenVinoEmbedder(path, threads)
 
+    def parity_rules(self) -> List[str]:
+        return [f"runtime_fp32_gap <= {self.parity.max_fp32_gap}", "runtime_float_layers <= 0"]
+
     def runtime_metrics(self, runtime: nn.Module, path: str) -> Dict[str, float]:
-        """How many of the file's integer layers OpenVINO runs in float (0: all in u8/i8)."""
-        int8 = runtime.int8_layers()
-        return {"runtime_int8_layers": int8,
-                "runtime_float_layers": max(0, len(integer_layers(onnx.load(path))) - int8)}
+        """How many of the file's integer layers OpenVINO runs in integers and in float, matched by name."""
+        layers = {node.name for node, _ in int8_weighted_nodes(onnx.load(path))}
+        int8 = len(layers & runtime.int8_layers())
+        return {"runtime_int8_layers": int8, "runtime_float_layers": len(layers) - int8}
 
     def runtime_note(self) -> str:
         import openvino
