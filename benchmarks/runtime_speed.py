@@ -10,7 +10,8 @@ statistics warmed on random images, so activation ranges look trained) and the s
 as the ort_portable target makes it (quantize_ptq in its format; calibration on random images). With nncf
 installed, NNCF's own INT8 of the same FP32 file runs too; --ov-tuned adds our OpenVINO-tuned prototypes.
 Runtimes: onnxruntime and openvino as our targets run a file (OpenVINO: one model with a dynamic batch), and
-openvino-static (compiled per batch size with static shapes). Every model x runtime x batch cell is timed in one
+openvino-static (compiled per batch size with static shapes); on request openvino-static-default, the same with
+OpenVINO's own precision for the float parts (bf16 on AMX CPUs: what a user gets without a hint). Every model x runtime x batch cell is timed in one
 process, round-robin over several rounds, so drift of a shared machine falls on all cells; ratios are the median
 over rounds of per-round ratios, of wall time and (in brackets) of process CPU time, which a loaded machine
 disturbs less. Prints the CPU features, the table, the ratios; --json writes every number and every sample.
@@ -52,7 +53,9 @@ def parse_args() -> argparse.Namespace:
                         help="also our OpenVINO-tuned prototype, one file per '+'-joined variant of "
                              f"{', '.join(_ov_tuned.VARIANTS)}")
     parser.add_argument("--cold-bn", action="store_true", help="keep default BN statistics (no warm-up)")
-    parser.add_argument("--runtimes", nargs="+", default=list(_bench.RUNTIMES), choices=_bench.RUNTIMES)
+    parser.add_argument("--runtimes", nargs="+", default=list(_bench.RUNTIMES),
+                        choices=_bench.RUNTIMES + _bench.OPT_IN_RUNTIMES,
+                        help="openvino-static-default: OpenVINO's own precision for float parts (bf16 on AMX CPUs)")
     parser.add_argument("--size", type=int, nargs=2, default=[256, 128], metavar=("H", "W"))
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--calls", type=int, nargs="+", default=[10, 2],

@@ -31,10 +31,10 @@ def require_openvino():
     return openvino
 
 
-def compile_openvino(path: str, threads: int = 0, batch: int = 0):
-    """An OpenVINO CPU compiled model of an ONNX file, FP32 inference precision (no bf16 down-conversion on CPUs
-    that have it), latency hint, ``threads`` intra-op threads (0 = OpenVINO's default), for a static ``batch``
-    (0 = any batch).
+def compile_openvino(path: str, threads: int = 0, batch: int = 0, precision: str = "f32"):
+    """An OpenVINO CPU compiled model of an ONNX file, ``precision`` for its float parts (f32: no bf16
+    down-conversion on CPUs that have it, as every target judges; "" leaves OpenVINO's default, bf16 on AMX CPUs),
+    latency hint, ``threads`` intra-op threads (0 = OpenVINO's default), for a static ``batch`` (0 = any batch).
 
     Why static: with a dynamic batch OpenVINO runs the element-wise nodes around quantized IBN blocks one by one;
     with static shapes it fuses them into JIT subgraph kernels (measured, R50-IBN 1/4, one thread: 0.88x the
@@ -44,8 +44,9 @@ def compile_openvino(path: str, threads: int = 0, batch: int = 0):
         ExportError: a file OpenVINO cannot read or compile.
     """
     ov = require_openvino()
-    config: Dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
-                                 "NUM_STREAMS": 1}
+    config: Dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+    if precision:
+        config["INFERENCE_PRECISION_HINT"] = precision
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     try:

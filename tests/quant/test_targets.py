@@ -318,3 +318,14 @@ def test_the_fallback_runs_for_a_stage_gate_even_beside_a_parity_failure(failing
                "distinct_nn_share": 0.9}
     assert not judge.fallback_can_help(healthy)
     assert judge.fallback_can_help({**healthy, **failing}) is runs
+
+
+def test_openvino_float_precision_is_f32_for_every_target_and_the_default_only_on_request(prepared):
+    """On AMX CPUs OpenVINO runs float parts in bf16 unless told f32; targets are judged (and timed) in f32, and
+    benchmarks/runtime_speed.py's openvino-static-default row is the only place the default is asked for."""
+    from compressreid.export.openvino_model import compile_openvino
+
+    judged = compile_openvino(prepared, threads=1, batch=1)
+    assert str(judged.get_property("INFERENCE_PRECISION_HINT")) in ("<Type: 'float32'>", "f32", "float32")
+    default = compile_openvino(prepared, threads=1, batch=1, precision="")
+    assert str(default.get_property("INFERENCE_PRECISION_HINT")) != "" and default.create_infer_request()
