@@ -76,10 +76,13 @@ def runtime_cell(quantization: Dict[str, object]) -> str:
     """The primary target's runtime vs the graph's own Q/DQ semantics (runs before this record: "-"), and how much
     further from FP32 it lands than those semantics (runs before that record: no gap)."""
     parity = quantization.get("runtime_parity")
-    if not parity:
-        return "-"
-    gap = f" (FP32 gap {parity['fp32_gap']:+.4f})" if "fp32_gap" in parity else ""
-    return f"{parity['cosine_min']:.3f} / {parity['cosine_mean']:.4f}{gap}"
+    return parity_text(parity["cosine_min"], parity["cosine_mean"], parity.get("fp32_gap")) if parity else "-"
+
+
+def parity_text(cosine_min: float, cosine_mean: float, fp32_gap=None) -> str:
+    """Runtime vs Q/DQ cosine min / mean, and how much further from FP32 the runtime lands (negative: closer)."""
+    gap = "" if fp32_gap is None else f" (FP32 gap {fp32_gap:+.4f})"
+    return f"{cosine_min:.3f} / {cosine_mean:.4f}{gap}"
 
 
 def row(folder: str) -> str:
@@ -113,10 +116,8 @@ def target_rows(folder: str) -> list:
     rows = []
     formats = target_formats(folder)
     for name, t in m.get("targets", {}).items():
-        runtime = (f"{t['runtime_cosine_min']:.3f} / {t['runtime_cosine_mean']:.4f}"
+        runtime = (parity_text(t["runtime_cosine_min"], t["runtime_cosine_mean"], t.get("runtime_fp32_gap"))
                    if "runtime_cosine_min" in t else "not run here")
-        if "runtime_fp32_gap" in t:  # how much further from FP32 than the Q/DQ semantics (negative: closer)
-            runtime += f" (FP32 gap {t['runtime_fp32_gap']:+.4f})"
         kinds = t.get("certification", {})
         held = sum(1 for k in kinds.values() if k["claimed"] and k["holds"])
         claimed = sum(1 for k in kinds.values() if k["claimed"])

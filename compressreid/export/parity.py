@@ -30,14 +30,21 @@ class Parity:
 @torch.no_grad()
 def embedding_parity(reference: nn.Module, candidate: nn.Module, images: torch.Tensor) -> Parity:
     """Compare ``candidate`` with ``reference`` (both in eval mode) on ``images``."""
-    a = reference.eval()(images).float()
-    b = candidate.eval()(images).float()
+    return parity_of(reference.eval()(images).float(), candidate.eval()(images).float())
+
+
+def parity_of(a: torch.Tensor, b: torch.Tensor) -> Parity:
+    """Agreement of embeddings ``b`` with ``a`` of the same images (row by row).
+
+    Raises:
+        ExportError: their shapes differ.
+    """
     if a.shape != b.shape:
         raise ExportError(f"embedding shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
     diff = (a - b).abs().max().item()
     cosine = F.cosine_similarity(a, b, dim=1)
     return Parity(diff, diff / max(a.abs().max().item(), 1e-12), cosine.min().item(), cosine.mean().item(),
-                  int(images.shape[0]))
+                  int(a.shape[0]))
 
 
 def check_export_parity(reference: nn.Module, candidate: nn.Module, images: torch.Tensor,

@@ -10,9 +10,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch.nn.functional as F
 
-from compressreid.errors import ExportError
 from compressreid.evaluation.evaluator import ReIDEvaluator
 from compressreid.export.conventions import InputConvention
+from compressreid.export.parity import parity_of
 from compressreid.export.tensorrt_check import TRT_CHECKS
 from compressreid.gates import GateDecision, Judged
 from compressreid.quant.compare import Embedded, TestImages, embed_images, evaluate_cached, quantization_parity
@@ -82,16 +82,13 @@ class TargetJudge:
         reference = self.target.reference_model(path)
         images = self.images.q_images[:RUNTIME_PARITY_IMAGES]
         plain = [embed_images(m, images) for m in (reference, runtime)]
-        if plain[0].shape != plain[1].shape:
-            raise ExportError(f"{path}: the runtime's embeddings are {tuple(plain[1].shape)}, the file's Q/DQ "
-                              f"semantics' {tuple(plain[0].shape)}")
-        cosine = F.cosine_similarity(*plain, dim=1)
+        parity = parity_of(*plain)
         # the FP32 features were embedded as the evaluator embeds (TEST.FLIP), so the gap compares like with like
         judged = [embed_images(m, images, flip=True) for m in (reference, runtime)] if self.evaluator.flip else plain
         fp32 = self.fp32.q_feats[:len(images)]
         to_fp32 = [F.cosine_similarity(e, fp32, dim=1).mean() for e in judged]
-        return {"runtime_cosine_mean": float(cosine.mean()), "runtime_cosine_min": float(cosine.min()),
-                "runtime_fp32_gap": float(to_fp32[0] - to_fp32[1]), "runtime_parity_images": len(images),
+        return {"runtime_cosine_mean": parity.cosine_mean, "runtime_cosine_min": parity.cosine_min,
+                "runtime_fp32_gap": float(to_fp32[0] - to_fp32[1]), "runtime_parity_images": parity.images,
                 **self.target.runtime_metrics(runtime, path)}
 
     def full_metrics(self, path: str, int8: Optional[Embedded] = None) -> Dict[str, float]:
