@@ -11,10 +11,10 @@ as the ort_portable target makes it (quantize_ptq in its format; calibration on 
 installed, NNCF's own INT8 of the same FP32 file runs too; --ov-tuned adds our OpenVINO-tuned prototypes.
 Runtimes: onnxruntime and openvino as our targets run a file (OpenVINO: one model with a dynamic batch), and
 openvino-static (compiled per batch size with static shapes); on request openvino-static-default, the same with
-OpenVINO's own precision for the float parts (bf16 on AMX CPUs: what a user gets without a hint). Every model x runtime x batch cell is timed in one
-process, round-robin over several rounds, so drift of a shared machine falls on all cells; ratios are the median
-over rounds of per-round ratios, of wall time and (in brackets) of process CPU time, which a loaded machine
-disturbs less. Prints the CPU features, the table, the ratios; --json writes every number and every sample.
+OpenVINO's own precision for the float parts (bf16 on AMX CPUs: what a user gets without a hint). Every model x
+runtime x batch cell is timed in one process, round-robin over several rounds, so drift of a shared machine falls
+on all cells; ratios are the median over rounds of per-round ratios, of wall time and (in brackets) of process CPU
+time, which a loaded machine disturbs less. Prints the CPU features, the table, the ratios; --json writes every number and every sample.
 """
 
 from __future__ import annotations
