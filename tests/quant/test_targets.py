@@ -261,29 +261,61 @@ def test_a_re_fusing_runtime_is_held_to_fp32_not_to_the_qdq_semantics(runtime_no
         assert parity_passed is (passes and target is openvino)
 
 
-def test_openvino_must_run_every_integer_layer_in_integers(prepared, tmp_path):
+# OpenVINO runs in a fresh interpreter: its thread pool, once started in a pytest worker, can crash a later fork in
+# that worker (a DataLoader's workers in tests/engine crashed the worker when these ran in process).
+_OPENVINO_INTEGER_EXECUTION = """
+import json, sys, onnx
+from compressreid.config import get_cfg
+from compressreid.export.openvino_model import OpenVinoEmbedder
+from compressreid.quant.saturation import int8_weighted_nodes
+from compressreid.quant.targets import QUANT_TARGETS
+openvino = QUANT_TARGETS.get("openvino").from_config(get_cfg())
+path, prepared = sys.argv[1:3]
+runtime = OpenVinoEmbedder(path)
+measured = openvino.runtime_metrics(runtime, path)
+in_float = {node.name for node, _ in int8_weighted_nodes(onnx.load(path))[:3]}
+executed = runtime.int8_layers()
+runtime.int8_layers = lambda: (executed - in_float) | {"another_op"}  # planted: three layers in float, an extra op
+print(json.dumps({"measured": measured, "in_float_executed": in_float <= executed,
+                  "planted": openvino.runtime_metrics(runtime, path),
+                  "fp32_int8_layers": len(OpenVinoEmbedder(prepared).int8_layers()),
+                  "hint_f32": str(OpenVinoEmbedder(prepared).compiled[1].get_property("INFERENCE_PRECISION_HINT")),
+                  "hint_default": str(__import__("compressreid.export.openvino_model", fromlist=["x"])
+                                      .compile_openvino(prepared, 1, 1, "").get_property("INFERENCE_PRECISION_HINT"))}))
+"""
+
+
+@pytest.fixture(scope="module")
+def openvino_run(prepared, tmp_path_factory):
+    """The file's integer layers and what OpenVINO reports for it, measured in a fresh interpreter."""
+    import json
+    import subprocess
+
+    openvino = QUANT_TARGETS.get("openvino").from_config(get_cfg())
+    path = quantize_ptq(prepared, str(tmp_path_factory.mktemp("ov") / "w7.onnx"), [example_images(SIZE, 4, seed=1)],
+                        fmt=openvino.fmt)
+    done = subprocess.run([sys.executable, "-c", _OPENVINO_INTEGER_EXECUTION, path, prepared], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return openvino, path, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_openvino_must_run_every_integer_layer_in_integers(openvino_run):
     """The FP32-gap rule alone would pass a runtime that ran the quantized file in float (closer to FP32 still);
     OpenVINO's compiled runtime model says which source layers its kernels run in u8/i8, and each integer layer of
     the file must be among them."""
-    from compressreid.export.openvino_model import OpenVinoEmbedder
-
-    openvino = QUANT_TARGETS.get("openvino").from_config(get_cfg())
-    path = quantize_ptq(prepared, str(tmp_path / "w7.onnx"), [example_images(SIZE, 4, seed=1)], fmt=openvino.fmt)
+    openvino, path, ran = openvino_run
     layers = accumulation_bounds(path)["integer_layers"]
     rule = ["runtime_float_layers <= 0"]
     assert rule[0] in openvino.rules(True)
-    runtime = OpenVinoEmbedder(path)
-    measured = openvino.runtime_metrics(runtime, path)
+    measured = ran["measured"]
     assert measured == {"runtime_int8_layers": layers, "runtime_float_layers": 0} and layers > 0
     assert check_gates(rule, numbers(measured))[0].passed
 
-    in_float = {node.name for node, _ in int8_weighted_nodes(onnx.load(path))[:3]}
-    executed = runtime.int8_layers()
-    assert in_float <= executed
-    runtime.int8_layers = lambda: (executed - in_float) | {"another_op"}  # planted: three layers in float, an extra op
-    measured = openvino.runtime_metrics(runtime, path)  # matched by name: the extra op hides none of the three
+    assert ran["in_float_executed"]
+    measured = ran["planted"]  # matched by name: the extra op hides none of the three
     assert measured["runtime_float_layers"] == 3 and not check_gates(rule, numbers(measured))[0].passed
-    assert not OpenVinoEmbedder(prepared).int8_layers()  # the FP32 file: nothing in integers
+    assert ran["fp32_int8_layers"] == 0  # the FP32 file: nothing in integers
 
 
 def _judge_with_gates(gates):
@@ -320,12 +352,9 @@ def test_the_fallback_runs_for_a_stage_gate_even_beside_a_parity_failure(failing
     assert judge.fallback_can_help({**healthy, **failing}) is runs
 
 
-def test_openvino_float_precision_is_f32_for_every_target_and_the_default_only_on_request(prepared):
+def test_openvino_float_precision_is_f32_for_every_target_and_the_default_only_on_request(openvino_run):
     """On AMX CPUs OpenVINO runs float parts in bf16 unless told f32; targets are judged (and timed) in f32, and
     benchmarks/runtime_speed.py's openvino-static-default row is the only place the default is asked for."""
-    from compressreid.export.openvino_model import compile_openvino
-
-    judged = compile_openvino(prepared, threads=1, batch=1)
-    assert str(judged.get_property("INFERENCE_PRECISION_HINT")) in ("<Type: 'float32'>", "f32", "float32")
-    default = compile_openvino(prepared, threads=1, batch=1, precision="")
-    assert str(default.get_property("INFERENCE_PRECISION_HINT")) != "" and default.create_infer_request()
+    ran = openvino_run[2]
+    assert ran["hint_f32"] in ("<Type: 'float32'>", "f32", "float32")
+    assert ran["hint_default"] != ""
