@@ -45,6 +45,8 @@ class EvaluationResult:
     roc: object = None
     pos_neg_distances: Optional[tuple] = None
     notes: List[str] = field(default_factory=list)
+    # 0-based rank of each query's first true match (0: a Rank-1 hit; -1: skipped, no match left), query order
+    query_first_match: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -56,6 +58,13 @@ class EmbeddedSplits:
     q_records: List[ImageRecord]
     g_feats: torch.Tensor
     g_records: List[ImageRecord]
+
+
+def _per_query_first_match(ranks) -> np.ndarray:
+    """Each query's first-match rank in query order, -1 for the queries the evaluation skipped."""
+    first = np.full(len(ranks.valid_query_mask), -1, dtype=np.int64)
+    first[ranks.valid_query_mask] = ranks.first_match
+    return first
 
 
 def _labels(records: Sequence[ImageRecord]):
@@ -132,7 +141,8 @@ class ReIDEvaluator:
             distmat = k_reciprocal_rerank(distmat, compute_distance(q_feats, q_feats, self.metric),
                                           compute_distance(g_feats, g_feats, self.metric), *self.rerank)
         ranks = evaluate_rank_detailed(distmat, q_ids, g_ids, q_cams, g_cams, self.max_rank)
-        result = EvaluationResult(dataset, {}, list(q_records), list(g_records), distmat)
+        result = EvaluationResult(dataset, {}, list(q_records), list(g_records), distmat,
+                                  query_first_match=_per_query_first_match(ranks))
         result.metrics = self._scalar_metrics(ranks, len(q_records), len(g_records))
         result.metrics.update(collapse_metrics(g_feats, np.argmin(distmat, axis=1)))
         rows = flagged_queries(q_records)
@@ -151,7 +161,8 @@ class ReIDEvaluator:
         found = search_gallery(q_feats, g_feats, self.topk, self.metric, self.gallery_storage, self.rescore_window)
         topk_dist, topk_idx = found.topk_dist, found.topk_idx
         ranks = evaluate_rank_topk(topk_dist, topk_idx, q_ids, g_ids, q_cams, g_cams, self.max_rank)
-        result = EvaluationResult(dataset, {}, list(q_records), list(g_records))
+        result = EvaluationResult(dataset, {}, list(q_records), list(g_records),
+                                  query_first_match=_per_query_first_match(ranks))
         result.metrics = self._scalar_metrics(ranks, len(q_records), len(g_records))
         result.metrics.update(collapse_metrics(g_feats, topk_idx[:, 0]))
         result.metrics["topk"] = self.topk

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -22,6 +22,8 @@ class RankResult:
         all_AP: average precision of each valid query, in query order.
         all_INP: inverse negative penalty of each valid query, in query order.
         valid_query_mask: True for queries that kept at least one true match after junk removal.
+        first_match: 0-based rank (after junk removal) of each valid query's first true match, in query order:
+            0 is a Rank-1 hit. What paired comparisons of two models on the same queries need.
     """
 
     cmc: np.ndarray
@@ -29,6 +31,7 @@ class RankResult:
     all_INP: np.ndarray
     valid_query_mask: np.ndarray
     num_gallery: int
+    first_match: Optional[np.ndarray] = None
 
     @property
     def mAP(self) -> float:
@@ -189,7 +192,8 @@ def evaluate_rank_detailed(distmat, q_pids, g_pids, q_camids, g_camids, max_rank
     all_AP = stats["ap_sum"][valid] / found
     all_INP = found / (stats["last"][valid] + 1.0)
     cmc = cmc_hits(stats["first"][valid], max_rank).astype(np.float32) / float(valid.sum())
-    return RankResult(cmc=cmc, all_AP=all_AP, all_INP=all_INP, valid_query_mask=valid, num_gallery=num_g)
+    return RankResult(cmc=cmc, all_AP=all_AP, all_INP=all_INP, valid_query_mask=valid, num_gallery=num_g,
+                      first_match=stats["first"][valid])
 
 
 def evaluate_rank(

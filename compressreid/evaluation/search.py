@@ -265,6 +265,7 @@ def evaluate_rank_topk(
         all_INP=rel / (stats["last"][valid] + 1.0),
         valid_query_mask=valid,
         num_gallery=num_g,
+        first_match=stats["first"][valid],
         k=k,
         incomplete_query_mask=incomplete,
     )

@@ -6,8 +6,9 @@ variants of the same model. Metrics come from the same evaluator every stage use
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -21,6 +22,10 @@ from compressreid.evaluation.evaluator import EmbeddedSplits, EvaluationResult, 
 
 # Neighbours compared by the top-k overlap metric.
 OVERLAP_K = 10
+# One-sided 95 % normal quantile of rank1_drop_lcb.
+RANK1_LCB_Z = 1.645
+# What rank1_flips reports (gate-able names of a quantize run).
+RANK1_FLIP_METRICS = ("rank1_lost", "rank1_gained", "rank1_drop_se", "rank1_drop_lcb")
 
 
 @dataclass
@@ -85,15 +90,41 @@ def topk_overlap(reference: torch.Tensor, candidate: torch.Tensor, k: int = OVER
     return float(100.0 * shared.mean().item() / k)
 
 
+def rank1_flips(reference: Optional[EvaluationResult], candidate: Optional[EvaluationResult]) -> Dict[str, float]:
+    """Rank-1 of two models compared query by query (the queries both evaluated; {} when either result holds
+    no per-query ranks): ``rank1_lost`` / ``rank1_gained`` count the queries the candidate misses where the
+    reference hits and the reverse; ``rank1_drop_se`` is the standard error, in points, of the Rank-1 drop over
+    these paired queries (McNemar's: only the flipped queries carry it); ``rank1_drop_lcb`` is the drop's one-sided
+    95 % lower confidence bound, drop - 1.645 * SE: a rule ``rank1_drop_lcb <= 1.0`` rejects a file only when its
+    Rank-1 is lower by more than 1 point beyond the noise of this many queries (keep a plain cap beside it, e.g.
+    ``rank1 >= fp32 - 2.0``: on a few queries the bound alone would allow any drop)."""
+    a = reference.query_first_match if reference is not None else None
+    b = candidate.query_first_match if candidate is not None else None
+    if a is None or b is None or len(a) != len(b):
+        return {}
+    both = (a >= 0) & (b >= 0)
+    n = int(both.sum())
+    if n == 0:
+        return {}
+    hit_a, hit_b = a[both] == 0, b[both] == 0
+    lost, gained = int((hit_a & ~hit_b).sum()), int((hit_b & ~hit_a).sum())
+    net = lost - gained
+    se = 100.0 * math.sqrt(max(lost + gained - net * net / n, 0.0)) / n
+    drop = 100.0 * net / n
+    return {"rank1_lost": float(lost), "rank1_gained": float(gained), "rank1_drop_se": se,
+            "rank1_drop_lcb": drop - RANK1_LCB_Z * se}
+
+
 def quantization_parity(fp32: Embedded, int8: Embedded, metric: str = "cosine") -> Dict[str, float]:
-    """INT8-vs-FP32 agreement: embedding cosine (mean, min over every query and gallery image) and the top-10
-    neighbour overlap of the queries."""
+    """INT8-vs-FP32 agreement: embedding cosine (mean, min over every query and gallery image), the top-10
+    neighbour overlap of the queries and their Rank-1 compared query by query (``rank1_flips``)."""
     a = torch.cat([fp32.q_feats, fp32.g_feats])
     b = torch.cat([int8.q_feats, int8.g_feats])
     cosine = F.cosine_similarity(a, b, dim=1)
     overlap = topk_overlap(torch.as_tensor(compute_distance(fp32.q_feats, fp32.g_feats, metric)),
                            torch.as_tensor(compute_distance(int8.q_feats, int8.g_feats, metric)))
-    return {"cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()), "top10_overlap": overlap}
+    return {"cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()), "top10_overlap": overlap,
+            **rank1_flips(fp32.result, int8.result)}
 
 
 def summary(result: EvaluationResult, keys: Sequence[str] = ("mAP", "rank1", "rank5", "mINP")) -> Dict[str, float]:

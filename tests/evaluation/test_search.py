@@ -28,6 +28,8 @@ def assert_same_result(a, b):
     np.testing.assert_array_equal(a.all_AP, b.all_AP)
     np.testing.assert_array_equal(a.all_INP, b.all_INP)
     np.testing.assert_array_equal(a.cmc, b.cmc)
+    np.testing.assert_array_equal(a.first_match, b.first_match)
+    assert np.mean(a.first_match == 0) == pytest.approx(a.rank1)  # a Rank-1 hit is a first match at rank 0
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])

@@ -3,14 +3,18 @@ cosine, and cached evaluation of in-memory test images with the shared evaluator
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from compressreid.config import get_cfg
 from compressreid.data.build import load_test_sets
-from compressreid.evaluation.evaluator import ReIDEvaluator
-from compressreid.quant.compare import Embedded, evaluate_cached, load_test_images, quantization_parity, topk_overlap
+from compressreid.evaluation.evaluator import EvaluationResult, ReIDEvaluator
+from compressreid.quant.compare import (Embedded, evaluate_cached, load_test_images, quantization_parity, rank1_flips,
+                                       topk_overlap)
 
 # Two queries, four gallery entries; each row's ranking is 0 < 1 < 2 < 3 in this matrix.
 REFERENCE = torch.tensor([[0.0, 1.0, 2.0, 3.0],
@@ -94,4 +98,45 @@ def test_cached_images_evaluate_like_the_evaluator(tmp_path):
                                          images.g_records, dataset="Synthetic")
     assert cached.result.metrics["mAP"] == pytest.approx(direct.metrics["mAP"])
     assert 0.0 < cached.result.metrics["mAP"] <= 100.0
-    assert quantization_parity(cached, cached, cfg.TEST.METRIC)["top10_overlap"] == 100.0
+    parity = quantization_parity(cached, cached, cfg.TEST.METRIC)
+    assert parity["top10_overlap"] == 100.0
+    assert parity["rank1_lost"] == parity["rank1_gained"] == parity["rank1_drop_lcb"] == 0.0
+    # the per-query first matches reproduce the evaluator's Rank-1
+    first = cached.result.query_first_match
+    assert len(first) == len(images.q_records)
+    assert 100.0 * np.mean(first[first >= 0] == 0) == pytest.approx(cached.result.metrics["rank1"])
+
+
+def _ranked(first_match) -> EvaluationResult:
+    return EvaluationResult("Synthetic", {}, [], [], query_first_match=np.asarray(first_match, dtype=np.int64))
+
+
+def test_rank1_flips_count_the_queries_each_model_alone_gets_right():
+    # 20 queries: both hit 10, both miss 4, the candidate loses 4 and gains 1, one query skipped by the reference
+    reference = [0] * 10 + [2] * 4 + [0] * 4 + [1] + [-1]
+    candidate = [0] * 10 + [3] * 4 + [1] * 4 + [0] + [0]
+    flips = rank1_flips(_ranked(reference), _ranked(candidate))
+    assert flips["rank1_lost"] == 4 and flips["rank1_gained"] == 1
+    n, net = 19, 3  # the skipped query is compared by neither
+    se = 100.0 * math.sqrt(5 - net * net / n) / n
+    assert flips["rank1_drop_se"] == pytest.approx(se)
+    assert flips["rank1_drop_lcb"] == pytest.approx(100.0 * net / n - 1.645 * se)
+    # the bound falls below the drop by the noise, and rises with it when the flips all go one way
+    one_way = rank1_flips(_ranked([0] * 19), _ranked([0] * 16 + [1] * 3))
+    assert one_way["rank1_lost"] == 3 and one_way["rank1_gained"] == 0
+    assert one_way["rank1_drop_lcb"] > flips["rank1_drop_lcb"]
+
+
+def test_rank1_flips_of_identical_rankings_are_zero_and_absent_without_per_query_ranks():
+    same = rank1_flips(_ranked([0, 1, 0, 4]), _ranked([0, 1, 0, 4]))
+    assert same == {"rank1_lost": 0.0, "rank1_gained": 0.0, "rank1_drop_se": 0.0, "rank1_drop_lcb": 0.0}
+    assert rank1_flips(None, _ranked([0])) == {}
+    assert rank1_flips(_ranked([0, 0]), _ranked([0])) == {}  # other queries: nothing to pair
+
+
+def test_rank1_lower_bound_separates_a_real_drop_from_noise():
+    # 400 queries, 12 lost net (3 points): all one way is beyond noise; 36 lost against 24 gained is not
+    steady = rank1_flips(_ranked([0] * 400), _ranked([0] * 388 + [1] * 12))
+    noisy = rank1_flips(_ranked([0] * 340 + [1] * 24 + [0] * 36), _ranked([0] * 340 + [0] * 24 + [1] * 36))
+    assert steady["rank1_lost"] - steady["rank1_gained"] == noisy["rank1_lost"] - noisy["rank1_gained"] == 12
+    assert steady["rank1_drop_lcb"] > 1.0 > 0.0 > noisy["rank1_drop_lcb"]

@@ -142,6 +142,12 @@ def test_accepted_metrics_report_int8_fp32_parity_and_latency(accepted):
     assert 0 < metrics["mAP"] <= 100 and 0 < metrics["fp32"]["mAP"] <= 100
     assert -1.0 <= metrics["cosine_min"] <= metrics["cosine_mean"] <= 1.0
     assert 0.0 <= metrics["top10_overlap"] <= 100.0
+    # Rank-1 compared query by query: the flips give the drop, and the lower bound sits below it by the noise
+    n = metrics["num_valid_queries"]
+    drop = 100.0 * (metrics["rank1_lost"] - metrics["rank1_gained"]) / n
+    assert drop == pytest.approx(metrics["fp32"]["rank1"] - metrics["rank1"], abs=1e-6)
+    assert metrics["rank1_drop_se"] >= 0 and metrics["rank1_drop_lcb"] == pytest.approx(
+        drop - 1.645 * metrics["rank1_drop_se"])
     assert metrics["export_parity"]["max_rel"] <= 1e-4
     runtime = metrics["quantization"]["runtime_parity"]  # fused kernels vs the graph's Q/DQ semantics
     assert runtime["images"] > 0 and 0.99 < runtime["cosine_min"] <= runtime["cosine_mean"] <= 1.0 + 1e-6
