@@ -28,8 +28,8 @@ RUNTIME_PARITY_IMAGES = 64
 # runtime_float_layers: a runtime running integer layers in float is not fixed by fewer integer layers).
 RUNTIME_PARITY_METRICS = ("runtime_cosine_mean", "runtime_cosine_min", "runtime_fp32_gap")
 # What a quantize run reports for each target's file besides its evaluation (gate-able names).
-QUANT_METRICS = ("cosine_mean", "cosine_min", "top10_overlap", *RANK1_FLIP_METRICS, "runtime_cosine_mean", "runtime_cosine_min",
-                 "runtime_fp32_gap", "runtime_int8_layers", "runtime_float_layers", "runtime_parity_images",
+QUANT_METRICS = ("cosine_mean", "cosine_min", "top10_overlap", *RANK1_FLIP_METRICS, "runtime_cosine_mean",
+                 "runtime_cosine_min", "runtime_fp32_gap", "runtime_int8_layers", "runtime_float_layers", "runtime_parity_images",
                  "u8s8_pair_sum_max", "s8s8_pair_sum_max", "dot_sum_max", "integer_layers",
                  *TRT_CHECKS)
 
