@@ -81,6 +81,27 @@ def layer_sensitivity(nodes: Sequence[str], quantize: Quantizer, judge: Judge, f
     return sorted(results, key=lambda s: (-round(s.mAP_drop, 3), s.cosine_mean))
 
 
+# A failed fallback that recovered less than this share of the all-INT8 model's embedding error (1 - cosine mean)
+# is reported as error spread over the graph, which no FP32 node budget fixes (a hint, not a gate).
+SPREAD_RECOVERED_SHARE = 0.25
+
+
+def spread_diagnosis(ranking: Sequence[LayerSensitivity], all_int8: Dict[str, float],
+                     tried: Sequence[Dict[str, object]]) -> Optional[Dict[str, float]]:
+    """When the fallback failed because the INT8 error is spread over many nodes: every node quantized alone keeps
+    the embedding close to FP32 while all together do not, and the FP32 nodes tried won back little of it. Returns
+    the numbers that show it (None when the error sat in a few nodes, or nothing was measured)."""
+    if not ranking or not tried or "cosine_mean" not in all_int8:
+        return None
+    gap = 1.0 - float(all_int8["cosine_mean"])
+    recovered = max(float(t["cosine_mean"]) for t in tried) - float(all_int8["cosine_mean"])
+    worst_single = min(s.cosine_mean for s in ranking)
+    if gap <= 0 or recovered >= SPREAD_RECOVERED_SHARE * gap or 1.0 - worst_single >= gap / 2:
+        return None
+    return {"all_int8_cosine_mean": float(all_int8["cosine_mean"]), "worst_single_node_cosine_mean": worst_single,
+            "recovered_cosine": recovered, "recovered_share": recovered / gap}
+
+
 @dataclass
 class FallbackOutcome:
     path: str  # "" when the model with no FP32 layer is the one to keep

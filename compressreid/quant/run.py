@@ -33,7 +33,7 @@ from compressreid.gates import GateDecision
 from compressreid.quant.calibration import calibration_batches
 from compressreid.quant.compare import (Embedded, TestImages, evaluate_cached, load_test_images, match_thresholds,
                                         quantization_parity, summary, threshold_shifts)
-from compressreid.quant.fallback import accuracy_aware_fallback, layer_sensitivity, ptq_quantizer
+from compressreid.quant.fallback import accuracy_aware_fallback, layer_sensitivity, ptq_quantizer, spread_diagnosis
 from compressreid.quant.judge import TargetJudge, in_convention, numbers
 from compressreid.quant.plan import QuantPlan, check_quantize_inputs, quantize_verdict, source_metrics
 from compressreid.quant.ptq import calibrate, fallback_candidates, preprocess
@@ -165,6 +165,15 @@ def _fallback(cfg: CfgNode, prepared: str, quantize, judge: TargetJudge, fp32_ma
         return None, record
     record["fp32_layers"] = outcome.fp32_layers
     record["no_effect"] = outcome.no_effect
+    spread = None if outcome.passed else spread_diagnosis(ranking, first, outcome.tried)
+    if spread:
+        record["spread"] = spread
+        logger.warning("%s: the INT8 error is spread over the graph, not held by a few nodes: each node quantized "
+                       "alone keeps cosine >= %.4f to FP32, all together %.4f, and %d FP32 node(s) won back %.0f %% of "
+                       "the gap; a larger QUANT.FALLBACK.MAX_FP32_LAYERS is unlikely to help: QAT (QUANT.METHOD qat, e.g. "
+                       "configs/synthetic/qat_student.yml) trains the model for the INT8 grid",
+                       judge.target.name, spread["worst_single_node_cosine_mean"], spread["all_int8_cosine_mean"],
+                       max(len(t["fp32_layers"]) for t in outcome.tried), 100 * spread["recovered_share"])
     return outcome.path or None, record
 
 

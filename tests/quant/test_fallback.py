@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from compressreid.quant.fallback import (JUDGED_PER_NODE, LayerSensitivity, accuracy_aware_fallback,
-                                         layer_sensitivity)
+                                         layer_sensitivity, spread_diagnosis)
 
 FP32_MAP = 80.0
 
@@ -206,3 +206,23 @@ def test_a_file_left_as_the_kept_one_is_not_made_again_and_judging_is_bounded(tm
                                       str(tmp_path / "g.onnx"), max_fp32_layers=1,
                                       all_int8={"mAP": 70.0, "cosine_mean": 0.9})
     assert outcome is None and len(quantize.calls) == JUDGED_PER_NODE  # then it stops, with nothing kept
+
+
+def _tried(*cosines):
+    return [{"fp32_layers": [f"n{i}" for i in range(k + 1)], "mAP": 0.0, "cosine_mean": c, "passed": False}
+            for k, c in enumerate(cosines)]
+
+
+def test_spread_error_is_told_apart_from_error_held_by_a_few_nodes():
+    # MobileNetV3-small's shape (measured): each node alone >= 0.997, all-INT8 0.968, six nodes in FP32 won 0.002 back
+    spread_ranking = [LayerSensitivity(f"n{i}", 0.1, 0.997 + 0.0005 * i) for i in range(6)]
+    found = spread_diagnosis(spread_ranking, {"cosine_mean": 0.968}, _tried(0.9680, 0.9694, 0.9698))
+    assert found is not None and found["worst_single_node_cosine_mean"] == pytest.approx(0.997)
+    assert found["recovered_share"] == pytest.approx(0.0018 / 0.032)
+    # one node alone takes the embedding far from FP32: the error sits there, the budget is what decides
+    held = [LayerSensitivity("bad", 2.0, 0.975), *spread_ranking[1:]]
+    assert spread_diagnosis(held, {"cosine_mean": 0.968}, _tried(0.9680, 0.9694)) is None
+    # the FP32 nodes won back a good share of the gap: not spread either
+    assert spread_diagnosis(spread_ranking, {"cosine_mean": 0.968}, _tried(0.975, 0.985)) is None
+    assert spread_diagnosis([], {"cosine_mean": 0.968}, _tried(0.97)) is None
+    assert spread_diagnosis(spread_ranking, {"cosine_mean": 0.968}, []) is None
