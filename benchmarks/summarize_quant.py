@@ -108,6 +108,15 @@ def row(folder: str) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def rank1_cell(metrics: Dict[str, object], fp32_rank1: float) -> str:
+    """Rank-1 change against FP32 and, where the run compared them query by query, the queries lost / gained."""
+    if not isinstance(metrics.get("rank1"), (int, float)):
+        return "-"
+    flips = (f" ({metrics['rank1_lost']:.0f} / {metrics['rank1_gained']:.0f})"
+             if isinstance(metrics.get("rank1_lost"), (int, float)) else "")
+    return f"{metrics['rank1'] - fp32_rank1:+.2f}{flips}"
+
+
 def target_rows(folder: str) -> list:
     """One row per deployment target of a run: each file judged in its own runtime (metrics.json "targets")."""
     m = read_metrics(folder)
@@ -127,6 +136,7 @@ def target_rows(folder: str) -> list:
                                                                      t.get("fallback", {}), bool(t.get("accepted"))),
             f"{fp32:.2f}",
             f"{t['mAP']:.2f} ({t['mAP'] - fp32:+.2f})" + (f" (fake-quant {fake:.2f})" if fake is not None else ""),
+            rank1_cell(t, m["fp32"].get("rank1", float("nan"))),
             f"{t['cosine_mean']:.3f} / {t['cosine_min']:.3f}", runtime, f"{int(t.get('u8s8_pair_sum_max', 0))}",
             f"{held} / {claimed}", speedup_cell(t.get("latency", {}).get("speedup_batch32")),
             fallback_cell({**m, "fallback": t.get("fallback", {}), "latency": t.get("latency", {})}),
@@ -141,9 +151,10 @@ def main() -> None:
     args = parser.parse_args()
     folders = [f for f in args.folders if os.path.isfile(os.path.join(f, "metrics.json"))]
     if args.targets:
-        print("| run | target | method | FP32 mAP | INT8 mAP (Δ) | cosine mean / min | runtime vs Q/DQ cosine min / "
-              "mean | u8s8 pair-sum bound | CPU kinds proven / claimed | speed-up b32 | fallback | accepted |")
-        print("|" + " --- |" * 12)
+        print("| run | target | method | FP32 mAP | INT8 mAP (Δ) | Rank-1 Δ (queries lost / gained) | cosine mean / min "
+              "| runtime vs Q/DQ cosine min / mean | u8s8 pair-sum bound | CPU kinds proven / claimed | speed-up b32 "
+              "| fallback | accepted |")
+        print("|" + " --- |" * 13)
         for folder in folders:
             print("\n".join(target_rows(folder)))
         return

@@ -40,3 +40,9 @@ def test_a_target_not_run_here_has_no_speed_up_and_the_gap_is_shown(summarize):
     parity = {"runtime_parity": {"cosine_min": 0.98, "cosine_mean": 0.99, "fp32_gap": -0.0024}}
     assert summarize.runtime_cell(parity) == "0.980 / 0.9900 (FP32 gap -0.0024)"
     assert summarize.runtime_cell({}) == "-"
+
+
+def test_rank1_cell_shows_the_change_and_the_queries_that_flipped(summarize):
+    assert summarize.rank1_cell({"rank1": 58.59, "rank1_lost": 25.0, "rank1_gained": 17.0}, 60.61) == "-2.02 (25 / 17)"
+    assert summarize.rank1_cell({"rank1": 61.0}, 60.0) == "+1.00"  # a run from before the per-query comparison
+    assert summarize.rank1_cell({}, 60.0) == "-"
