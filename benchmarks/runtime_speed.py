@@ -14,7 +14,8 @@ openvino-static (compiled per batch size with static shapes); on request openvin
 OpenVINO's own precision for the float parts (bf16 on AMX CPUs: what a user gets without a hint). Every model x
 runtime x batch cell is timed in one process, round-robin over several rounds, so drift of a shared machine falls
 on all cells; ratios are the median over rounds of per-round ratios, of wall time and (in brackets) of process CPU
-time, which a loaded machine disturbs less. Prints the CPU features, the table, the ratios; --json writes every number and every sample.
+time, which a loaded machine disturbs less. Prints the CPU features, the table, the ratios; --json writes every
+number and every sample.
 """
 
 from __future__ import annotations
