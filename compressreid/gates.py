@@ -77,12 +77,13 @@ class GateDecision:
     passed: bool
     scope: Optional[str] = None  # the judged item when a stage judges several (a quantization target)
     dataset: Optional[str] = None
+    measured_on: Optional[str] = None  # what ``value`` was measured on when not the judged item itself
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
 
     def describe(self) -> str:
-        where = " ".join(f"[{s}]" for s in (self.scope, self.dataset) if s)
+        where = " ".join(f"[{s}]" for s in (self.scope, self.dataset, self.measured_on) if s)
         if math.isnan(self.value) or math.isnan(self.threshold):
             return (f"{self.rule}{' ' + where if where else ''} (got {self.value:.4g}, needed {self.op} "
                     f"{self.threshold:.4g}: NaN never passes)")
@@ -121,6 +122,15 @@ class GateSpec:
         return GateSpec(self.metrics, {**self.references, name: tuple(metrics)}, self.datasets)
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """Metrics of the judged item measured another way, for the rules that name one reference: ``label`` says how
+    (e.g. a quantized file's own Q/DQ semantics, where the runtime that judges it re-fuses the graph)."""
+
+    label: str
+    metrics: Payload
+
+
 @dataclass
 class Judged:
     """One thing a stage asks the gates to judge: its metrics, the references it offers, rules of its own.
@@ -130,12 +140,15 @@ class Judged:
         metrics: its metrics.json-style payload (first test set at the top level, every set under "datasets").
         references: reference name -> payload of the same shape (per-set lookups fall back to the top level).
         rules: rules that always apply besides the stage's TEST.GATES (a target's certification, built-in checks).
+        measured_for: reference name -> the measurement rules naming that reference read their metric from, on the
+            test sets it holds (the others, and every other rule, read ``metrics``).
     """
 
     metrics: Payload
     references: Mapping[str, Payload] = field(default_factory=dict)
     rules: Sequence[str] = ()
     scope: Optional[str] = None
+    measured_for: Mapping[str, Measurement] = field(default_factory=dict)
 
 
 def _reference_value(reference: Payload, name: str, dataset: str, metric: str, where: str) -> float:
@@ -199,10 +212,16 @@ class GateSet:
         """Every rule (the stage's, then the item's own) on every test set it applies to."""
         rules = [*self.rules, *(GateRule.parse(text) for text in judged.rules)]
         sets = per_set(judged.metrics)
+        measured = {name: (m.label, per_set(m.metrics)) for name, m in judged.measured_for.items()}
         decisions = []
         for rule in rules:
+            label, other = measured.get(rule.reference, (None, {}))
             for dataset in ([rule.dataset] if rule.dataset else list(sets)):
-                decisions.append(_decide(rule, sets.get(dataset, {}), judged, dataset, self.where))
+                values = other.get(dataset)
+                decision = _decide(rule, values if values is not None else sets.get(dataset, {}), judged, dataset,
+                                   self.where)
+                decision.measured_on = label if values is not None else None
+                decisions.append(decision)
         return decisions
 
 

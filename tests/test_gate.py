@@ -10,7 +10,8 @@ from compressreid.config import get_cfg, load_config
 from compressreid.engine.run_dir import METRICS_FILE, STATUS_FILE, RunDirectory
 from compressreid.errors import ConfigError, DataError, GateFailed
 from compressreid.engine.verdict import Verdict
-from compressreid.gates import GateDecision, GateRule, GateSet, GateSpec, check_gates, raise_if_failed, status_of
+from compressreid.gates import (GateDecision, GateRule, GateSet, GateSpec, Judged, Measurement, check_gates,
+                               raise_if_failed, status_of)
 
 # -- parsing ----------------------------------------------------------------------------------------------------
 
@@ -116,7 +117,7 @@ def test_one_decision_per_rule_in_order_and_fields():
     as_dict = decisions[2].to_dict()
     assert as_dict == {"rule": "rank1 >= previous", "metric": "rank1", "op": ">=", "value": 70.0,
                        "threshold": 70.0, "reference": "previous", "reference_value": 70.0, "passed": True,
-                       "scope": None, "dataset": None}
+                       "scope": None, "dataset": None, "measured_on": None}
     json.dumps(as_dict)  # serialisable as recorded in metrics.json
 
 
@@ -326,6 +327,27 @@ def test_a_rule_may_name_its_test_set():
 def test_stage_level_numbers_hold_for_every_set():
     decisions = check_gates(["cosine_mean >= 0.95"], TWO_SETS)
     assert [d.value for d in decisions] == [0.99, 0.99]
+
+
+def test_rules_naming_a_reference_read_the_measurement_made_for_it_on_the_sets_it_holds():
+    """An OpenVINO QAT file: OpenVINO's mAP against FP32, but the file's own Q/DQ semantics against the fake-quant
+    model it was exported from (ResNet-18-IBN 1/4 on AVX2: OpenVINO 52.27, semantics 52.45, fake-quant 52.47)."""
+    fake_quant = {"dataset": "Market1501", "mAP": 52.47}
+    semantics = Measurement("the file's Q/DQ semantics", {"dataset": "Market1501", "mAP": 52.45})
+    gates = GateSet(["mAP >= fake_quant - 0.1", "mAP >= 60", "mAP >= fake_quant - 50"])
+    plain = gates.check(Judged(TWO_SETS, {"fake_quant": fake_quant}, scope="openvino"))
+    judged = gates.check(Judged(TWO_SETS, {"fake_quant": fake_quant}, scope="openvino",
+                                measured_for={"fake_quant": semantics}))
+    assert [(d.dataset, d.value, d.passed) for d in plain[:2]] == [("Market1501", 60.0, True), ("DukeMTMC", 30.0,
+                                                                                               False)]
+    first = judged[0]
+    assert (first.value, first.threshold, first.passed) == (52.45, pytest.approx(52.37), True)
+    assert first.measured_on == "the file's Q/DQ semantics"
+    assert "[openvino] [Market1501] [the file's Q/DQ semantics] (got 52.45" in first.describe()
+    # a set the measurement does not hold reads the item's own metrics; so does every rule naming no such reference
+    assert (judged[1].dataset, judged[1].value, judged[1].measured_on) == ("DukeMTMC", 30.0, None)
+    assert [(d.value, d.measured_on) for d in judged[2:4]] == [(60.0, None), (30.0, None)]
+    assert judged[4].value == 52.45 and judged[5].value == 30.0
 
 
 def test_validation_names_the_stage_the_rule_and_the_valid_names():

@@ -93,7 +93,7 @@ class Verdict:
         decisions = []
         for item in judged:
             full = Judged(item.metrics, {**self.references, **item.references}, [*self.builtin, *item.rules],
-                          item.scope)
+                          item.scope, item.measured_for)
             decisions.extend(self.gates.check(full))
         return decisions
 

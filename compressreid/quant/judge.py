@@ -15,7 +15,7 @@ from compressreid.evaluation.evaluator import ReIDEvaluator
 from compressreid.export.conventions import InputConvention
 from compressreid.export.parity import parity_of
 from compressreid.export.tensorrt_check import TRT_CHECKS
-from compressreid.gates import GateDecision, Judged
+from compressreid.gates import GateDecision, Judged, Measurement
 from compressreid.quant.compare import (RANK1_FLIP_METRICS, Embedded, TestImages, embed_images, evaluate_cached,
                                         quantization_parity)
 from compressreid.quant.saturation import accumulation_bounds
@@ -28,6 +28,13 @@ RUNTIME_PARITY_IMAGES = 64
 # The target rules on how the runtime here computes the file that a layer kept in FP32 can change (not
 # runtime_float_layers: a runtime running integer layers in float is not fixed by fewer integer layers).
 RUNTIME_PARITY_METRICS = ("runtime_cosine_mean", "runtime_cosine_min", "runtime_fp32_gap")
+# References that describe the file's own graph rather than another model (QAT's fake-quant model, which the file is
+# exported from). Where the target's runtime re-fuses the graph (QuantTarget.executes_graph False), rules naming them
+# are checked on the file's Q/DQ semantics, and the runtime is held to those semantics by the target's parity rules.
+GRAPH_REFERENCES = ("fake_quant",)
+# Key of a file's metrics that holds its Q/DQ semantics' evaluation (first test set), where measured.
+QDQ_SEMANTICS = "qdq_semantics"
+QDQ_SEMANTICS_LABEL = "the file's Q/DQ semantics"
 # What a quantize run reports for each target's file besides its evaluation (gate-able names).
 QUANT_METRICS = ("cosine_mean", "cosine_min", "top10_overlap", *RANK1_FLIP_METRICS, "runtime_cosine_mean",
                  "runtime_cosine_min", "runtime_fp32_gap", "runtime_int8_layers", "runtime_float_layers",
@@ -98,14 +105,33 @@ class TargetJudge:
                 "runtime_fp32_gap": float(to_fp32[0] - to_fp32[1]), "runtime_parity_images": parity.images,
                 **self.target.runtime_metrics(runtime, path)}
 
-    def full_metrics(self, path: str, int8: Optional[Embedded] = None) -> Dict[str, float]:
+    def graph_references(self) -> List[str]:
+        """The references offered now (QAT adds fake_quant after this judge is made) that the judged runtime cannot be
+        compared with directly: it runs here and re-fuses the graph (``GRAPH_REFERENCES``)."""
+        if self.target.executes_graph or self.measured is None:
+            return []
+        return [name for name in GRAPH_REFERENCES if name in self.references]
+
+    def qdq_semantics(self, path: str) -> Dict[str, object]:
+        """The file's own Q/DQ semantics (``reference_model``, every node as written) evaluated on the first test
+        set, where rules naming a graph reference need them; {} otherwise."""
+        if not self.graph_references():
+            return {}
+        result = evaluate_cached(self.evaluator, self.target.reference_model(path), self.images).result
+        return {QDQ_SEMANTICS: {"dataset": result.dataset, **numbers(result.metrics)}}
+
+    def full_metrics(self, path: str, int8: Optional[Embedded] = None) -> Dict[str, object]:
         bounds = accumulation_bounds(path)
         return {**self.metrics(path, int8), **self.runtime_parity(path), **numbers(bounds),
-                **self.target.file_metrics(path)}
+                **self.target.file_metrics(path), **self.qdq_semantics(path)}
 
     def judged(self, payload: Mapping[str, object]) -> Judged:
-        """The file's metrics (one payload, every test set) as the stage's Verdict judges them."""
-        return Judged(payload, self.references, self.rules, self.target.name)
+        """The file's metrics (one payload, every test set) as the stage's Verdict judges them; rules naming a
+        graph reference read the file's Q/DQ semantics where they were measured (``qdq_semantics``)."""
+        semantics = payload.get(QDQ_SEMANTICS)
+        measured = {name: Measurement(QDQ_SEMANTICS_LABEL, semantics) for name in self.graph_references()
+                    if isinstance(semantics, Mapping)}
+        return Judged(payload, self.references, self.rules, self.target.name, measured)
 
     def decide(self, metrics: Mapping[str, object]) -> List[GateDecision]:
         return self.verdict.decide([self.judged(metrics)])

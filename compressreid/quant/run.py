@@ -34,7 +34,7 @@ from compressreid.quant.calibration import calibration_batches
 from compressreid.quant.compare import (Embedded, TestImages, evaluate_cached, load_test_images, match_thresholds,
                                         quantization_parity, summary, threshold_shifts)
 from compressreid.quant.fallback import accuracy_aware_fallback, layer_sensitivity, ptq_quantizer, spread_diagnosis
-from compressreid.quant.judge import TargetJudge, in_convention, numbers
+from compressreid.quant.judge import QDQ_SEMANTICS, TargetJudge, in_convention, numbers
 from compressreid.quant.plan import QuantPlan, check_quantize_inputs, quantize_verdict, source_metrics
 from compressreid.quant.ptq import calibrate, fallback_candidates, preprocess
 from compressreid.quant.refine import Refinement, refinement_of
@@ -328,12 +328,14 @@ class _Run:
         files = target.package(candidate, self.run.path, primary, accepted)
         payload["model"] = os.path.basename(files[0])
         logger.info("%s INT8 %s: mAP %.2f (FP32 %.2f), Rank-1 %.2f (FP32 %.2f%s), cosine mean %.4f, runtime vs Q/DQ "
-                    "cosine min %s; %s", target.name, "accepted" if accepted else "REJECTED", metrics["mAP"],
+                    "cosine min %s%s; %s", target.name, "accepted" if accepted else "REJECTED", metrics["mAP"],
                     self.fp32[0].result.metrics["mAP"], metrics["rank1"], self.fp32[0].result.metrics["rank1"],
                     f"; {metrics['rank1_lost']:.0f} queries lost, {metrics['rank1_gained']:.0f} gained, drop SE "
                     f"{metrics['rank1_drop_se']:.2f}" if "rank1_lost" in metrics else "", metrics["cosine_mean"],
                     f"{metrics['runtime_cosine_min']:.4f} / mean {metrics['runtime_cosine_mean']:.4f}, further "
                     f"from FP32 by {metrics['runtime_fp32_gap']:+.4f}" if "runtime_cosine_min" in metrics else "n/a",
+                    f" (the file's Q/DQ semantics: mAP {metrics[QDQ_SEMANTICS]['mAP']:.2f}, judged against "
+                    f"{', '.join(judge.graph_references())})" if QDQ_SEMANTICS in metrics else "",
                     "; ".join(f"{k}: {'holds' if v['holds'] else 'NOT proven'}"
                               f"{'' if v['claimed'] else ' (not claimed)'}" for k, v in certification.items()))
         return TargetOutcome(target, primary, files, accepted, metrics, [e.result for e in embedded], payload,
@@ -358,7 +360,9 @@ def _entry(outcome: TargetOutcome, run: _Run) -> Dict[str, object]:
                 "fallback_fp32_layers": outcome.fallback.get("fp32_layers", [])}
     metrics = {"int8": summary(outcome.results[0]), "fp32": summary(run.fp32[0].result),
                **{k: v for k, v in outcome.metrics.items() if k.startswith(("cosine", "runtime_", "top10"))},
-               **({"teacher": run.references["teacher"]} if "teacher" in run.references else {})}
+               **({"teacher": run.references["teacher"]} if "teacher" in run.references else {}),
+               **({QDQ_SEMANTICS: summary_of(outcome.metrics[QDQ_SEMANTICS])} if QDQ_SEMANTICS in outcome.metrics
+                  else {})}
     entry = target_entry(outcome.files[0], run.plan.input_size, metrics, [d.to_dict() for d in outcome.decisions],
                          outcome.accepted, outcome.latency, t.convention, describe)
     # the fixed match threshold a tracker uses (deep-sort's max_cosine_distance) moves with the model: the card gives

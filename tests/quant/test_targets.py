@@ -335,6 +335,70 @@ def _judge_with_gates(gates):
                        TestImages("t", empty, [], empty, []), Embedded(empty, empty, None), {}, {})
 
 
+class _Constant(nn.Module):
+    """Every image embedded as the same vector: what a stand-in evaluator reads back as the model's mAP."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x):
+        return torch.full((x.shape[0], 2), self.value)
+
+
+def test_a_re_fusing_runtimes_qat_file_is_held_to_its_fake_quant_self_on_the_files_semantics():
+    """OpenVINO re-fuses the graph, so its QAT file cannot equal the fake-quant model it was exported from
+    (ResNet-18-IBN 1/4, AVX2: OpenVINO 52.27 mAP, the file's Q/DQ semantics 52.45, fake-quant 52.47): the rules
+    against fake_quant read the file's semantics there, and OpenVINO is held to them by its parity rules. ONNX
+    Runtime computes the graph as written and is compared directly; PTQ (no fake_quant) measures nothing more."""
+    from types import SimpleNamespace
+
+    from compressreid.engine.verdict import Verdict
+    from compressreid.quant.compare import Embedded, TestImages
+    from compressreid.quant.judge import QDQ_SEMANTICS, TargetJudge
+    from compressreid.quant.plan import quant_gate_spec
+
+    class Evaluator:
+        flip = False
+
+        def evaluate_embedded(self, splits):
+            return SimpleNamespace(dataset=splits.dataset, metrics={"mAP": float(splits.q_feats[0, 0]), "rank1": 70.0})
+
+    cfg = get_cfg()
+    cfg.QUANT.METHOD = "qat"
+    cfg.TEST.GATES = ("mAP >= fake_quant - 0.1", "mAP <= fake_quant + 0.1", "mAP >= 50")
+    healthy = {"dataset": "t", "rank1": 70.0, "runtime_cosine_mean": 0.999, "runtime_cosine_min": 0.99,
+               "runtime_fp32_gap": -0.0003, "runtime_float_layers": 0.0, "u8s8_pair_sum_max": 32640.0,
+               "s8s8_pair_sum_max": 16384.0, "dot_sum_max": 1e6, "collapse_mean_cosine": 0.1,
+               "distinct_nn_share": 0.9}
+    images = torch.zeros(4, 3, 8, 4)
+    for name, re_fuses in (("openvino", True), ("ort_portable", False)):
+        target = QUANT_TARGETS.get(name).from_config(cfg)
+        assert target.executes_graph is not re_fuses
+        target.runtime_model = lambda path, threads=0: _Constant(52.27)
+        target.reference_model = lambda path: _Constant(52.45)
+        references = {}
+        judge = TargetJudge(target, Verdict("quantize", cfg, quant_gate_spec(cfg)), Evaluator(),
+                            TestImages("t", images, [], images, []), Embedded(images, images, None), references, {})
+        assert judge.graph_references() == [] and judge.qdq_semantics("int8.onnx") == {}  # PTQ
+        references["fake_quant"] = {"mAP": 52.47, "rank1": 70.0}  # QAT adds it after the judge is made
+        semantics = judge.qdq_semantics("int8.onnx")
+        assert judge.graph_references() == (["fake_quant"] if re_fuses else [])
+        assert semantics == ({QDQ_SEMANTICS: {"dataset": "t", "mAP": pytest.approx(52.45), "rank1": 70.0}}
+                             if re_fuses else {})
+        decisions = judge.decide({**healthy, "mAP": 52.27, **semantics})
+        by_rule = {d.rule: d for d in decisions}
+        assert by_rule["mAP >= 50"].value == pytest.approx(52.27) and by_rule["mAP >= 50"].measured_on is None
+        low = by_rule["mAP >= fake_quant - 0.1"]
+        assert low.passed is re_fuses and low.value == pytest.approx(52.45 if re_fuses else 52.27)
+        assert (low.measured_on == "the file's Q/DQ semantics") is re_fuses
+        assert all(d.passed for d in decisions if d is not low)
+        # the semantics themselves must match what was trained: a file 0.3 below its fake-quant self still fails
+        if re_fuses:
+            drifted = {QDQ_SEMANTICS: {**semantics[QDQ_SEMANTICS], "mAP": 52.17}}
+            assert not judge.passes({**healthy, "mAP": 52.47, **drifted})
+
+
 @pytest.mark.parametrize("failing, runs", [
     ({"mAP": 30.0}, True),                                                  # a stage gate: the fallback's job
     ({"mAP": 30.0, "runtime_cosine_min": 0.92}, True),                      # with a parity rule beside it

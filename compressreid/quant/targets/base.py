@@ -42,12 +42,17 @@ class QuantTarget:
         runtime: "onnxruntime", "openvino" or "tensorrt".
         holds_on: the CPU kinds the file is certified for; each must be proven by the accumulation bound.
         portable: promises every CPU kind; refused with a format the bound cannot prove.
+        executes_graph: whether the runtime computes the Q/DQ graph as written, up to requantization rounding
+            (ONNX Runtime). A runtime that re-fuses it with its own rounding (OpenVINO) is held to the file by its
+            ``parity_rules``, and rules against the model the file was trained as (QAT's ``fake_quant``) are
+            checked on the file's Q/DQ semantics (compressreid.quant.judge.GRAPH_REFERENCES).
     """
 
     name: ClassVar[str] = ""
     runtime: ClassVar[str] = ""
     holds_on: ClassVar[Tuple[CpuKind, ...]] = ()
     portable: ClassVar[bool] = False
+    executes_graph: ClassVar[bool] = True
 
     def __init__(self, fmt: QuantFormat, convention: InputConvention, parity: ParityLimits):
         self.fmt, self.convention, self.parity = fmt, convention, parity
