@@ -117,6 +117,16 @@ def rank1_cell(metrics: Dict[str, object], fp32_rank1: float) -> str:
     return f"{metrics['rank1'] - fp32_rank1:+.2f}{flips}"
 
 
+def fake_cell(fake, semantics) -> str:
+    """A QAT file's fake-quant mAP, and its Q/DQ semantics' where the target's runtime re-fuses the graph (what the
+    fake_quant rules were checked on there)."""
+    if fake is None:
+        return ""
+    if isinstance(semantics, dict) and "mAP" in semantics:
+        return f" (fake-quant {fake:.2f}; the file's Q/DQ semantics {semantics['mAP']:.2f})"
+    return f" (fake-quant {fake:.2f})"
+
+
 def target_rows(folder: str) -> list:
     """One row per deployment target of a run: each file judged in its own runtime (metrics.json "targets")."""
     m = read_metrics(folder)
@@ -135,7 +145,7 @@ def target_rows(folder: str) -> list:
             method_label(m.get("quantization", {})) + rounding_label(m.get("quantization", {}), formats.get(name, {}),
                                                                      t.get("fallback", {}), bool(t.get("accepted"))),
             f"{fp32:.2f}",
-            f"{t['mAP']:.2f} ({t['mAP'] - fp32:+.2f})" + (f" (fake-quant {fake:.2f})" if fake is not None else ""),
+            f"{t['mAP']:.2f} ({t['mAP'] - fp32:+.2f})" + fake_cell(fake, t.get("qdq_semantics")),
             rank1_cell(t, m["fp32"].get("rank1", float("nan"))),
             f"{t['cosine_mean']:.3f} / {t['cosine_min']:.3f}", runtime, f"{int(t.get('u8s8_pair_sum_max', 0))}",
             f"{held} / {claimed}", speedup_cell(t.get("latency", {}).get("speedup_batch32")),

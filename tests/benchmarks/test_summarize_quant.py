@@ -46,3 +46,10 @@ def test_rank1_cell_shows_the_change_and_the_queries_that_flipped(summarize):
     assert summarize.rank1_cell({"rank1": 58.59, "rank1_lost": 25.0, "rank1_gained": 17.0}, 60.61) == "-2.02 (25 / 17)"
     assert summarize.rank1_cell({"rank1": 61.0}, 60.0) == "+1.00"  # a run from before the per-query comparison
     assert summarize.rank1_cell({}, 60.0) == "-"
+
+
+def test_a_qat_file_shows_what_its_fake_quant_rules_read(summarize):
+    assert summarize.fake_cell(None, {"mAP": 32.83}) == ""  # PTQ
+    assert summarize.fake_cell(32.95, None) == " (fake-quant 32.95)"  # ONNX Runtime: the file as it runs
+    assert summarize.fake_cell(32.95, {"dataset": "Synthetic", "mAP": 32.83}) == \
+        " (fake-quant 32.95; the file's Q/DQ semantics 32.83)"  # OpenVINO: the rules read the file's semantics
