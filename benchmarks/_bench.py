@@ -128,14 +128,6 @@ def per_query_ap(q_feats: torch.Tensor, g_feats: torch.Tensor, images, metric: s
     return ap
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray) -> Tuple[float, float]:
-    """Mean of a - b over the queries valid in both, and its standard error over queries."""
-    diff = (a - b)[np.isfinite(a) & np.isfinite(b)]
-    if len(diff) < 2:
-        return (float(diff.mean()) if len(diff) else float("nan")), float("nan")
-    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
-
-
 # ---- runners -------------------------------------------------------------------------------------------------------
 class StaticBatchOpenVino:
     """An ONNX embedding model in OpenVINO's CPU plugin compiled once per batch size it is fed, with static shapes,

@@ -54,7 +54,8 @@ from compressreid.export.openvino_model import OpenVinoEmbedder
 from compressreid.export.ort_model import OrtEmbedder
 from compressreid.pipeline.manifest import config_hash
 from compressreid.quant.calibration import calibration_batches
-from compressreid.quant.compare import embed_images, evaluate_cached, load_test_images, quantization_parity
+from compressreid.quant.compare import (embed_images, evaluate_cached, load_test_images, paired_difference,
+                                        quantization_parity)
 from compressreid.quant.judge import in_convention
 from compressreid.quant.plan import check_quantize_inputs
 from compressreid.quant.refine import refinement_of
@@ -273,7 +274,7 @@ def accuracy_rows(args, files, evaluator, images, threads, test_set: str) -> Lis
                          **parity, "size_kb": os.path.getsize(path) / 1024,
                          "fp32_layers": None if name == "FP32" else len(_bench.fp32_layers(path))})
     for row in rows:
-        row["vs_ours_mAP"], row["vs_ours_se"] = _bench.paired_difference(ap[row["file"], row["runtime"]],
+        row["vs_ours_mAP"], row["vs_ours_se"] = paired_difference(ap[row["file"], row["runtime"]],
                                                                           ap["ours", row["runtime"]])
     return rows
 

@@ -117,6 +117,13 @@ def rank1_cell(metrics: Dict[str, object], fp32_rank1: float) -> str:
     return f"{metrics['rank1'] - fp32_rank1:+.2f}{flips}"
 
 
+def map_cell(metrics: dict, fp32_map: float) -> str:
+    """INT8 mAP and its change against FP32, ± the change's paired standard error where it was measured."""
+    se = metrics.get("mAP_drop_se")
+    spread = f" ± {se:.2f}" if isinstance(se, (int, float)) else ""
+    return f"{metrics['mAP']:.2f} ({metrics['mAP'] - fp32_map:+.2f}{spread})"
+
+
 def fake_cell(fake, semantics) -> str:
     """A QAT file's fake-quant mAP, and its Q/DQ semantics' where the target's runtime re-fuses the graph (what the
     fake_quant rules were checked on there)."""
@@ -145,7 +152,7 @@ def target_rows(folder: str) -> list:
             method_label(m.get("quantization", {})) + rounding_label(m.get("quantization", {}), formats.get(name, {}),
                                                                      t.get("fallback", {}), bool(t.get("accepted"))),
             f"{fp32:.2f}",
-            f"{t['mAP']:.2f} ({t['mAP'] - fp32:+.2f})" + fake_cell(fake, t.get("qdq_semantics")),
+            map_cell(t, fp32) + fake_cell(fake, t.get("qdq_semantics")),
             rank1_cell(t, m["fp32"].get("rank1", float("nan"))),
             f"{t['cosine_mean']:.3f} / {t['cosine_min']:.3f}", runtime, f"{int(t.get('u8s8_pair_sum_max', 0))}",
             f"{held} / {claimed}", speedup_cell(t.get("latency", {}).get("speedup_batch32")),
@@ -161,7 +168,7 @@ def main() -> None:
     args = parser.parse_args()
     folders = [f for f in args.folders if os.path.isfile(os.path.join(f, "metrics.json"))]
     if args.targets:
-        print("| run | target | method | FP32 mAP | INT8 mAP (Δ) | Rank-1 Δ (queries lost / gained) "
+        print("| run | target | method | FP32 mAP | INT8 mAP (Δ ± SE) | Rank-1 Δ (queries lost / gained) "
               "| cosine mean / min | runtime vs Q/DQ cosine min / mean | u8s8 pair-sum bound "
               "| CPU kinds proven / claimed | speed-up b32 | fallback | accepted |")
         print("|" + " --- |" * 13)

@@ -47,6 +47,8 @@ class EvaluationResult:
     notes: List[str] = field(default_factory=list)
     # 0-based rank of each query's first true match (0: a Rank-1 hit; -1: skipped, no match left), query order
     query_first_match: Optional[np.ndarray] = None
+    # each query's average precision (0..1; NaN: skipped), query order
+    query_AP: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -65,6 +67,13 @@ def _per_query_first_match(ranks) -> np.ndarray:
     first = np.full(len(ranks.valid_query_mask), -1, dtype=np.int64)
     first[ranks.valid_query_mask] = ranks.first_match
     return first
+
+
+def _per_query_ap(ranks) -> np.ndarray:
+    """Each query's average precision in query order, NaN for the queries the evaluation skipped."""
+    ap = np.full(len(ranks.valid_query_mask), np.nan, dtype=np.float64)
+    ap[ranks.valid_query_mask] = ranks.all_AP
+    return ap
 
 
 def _labels(records: Sequence[ImageRecord]):
@@ -142,7 +151,8 @@ class ReIDEvaluator:
                                           compute_distance(g_feats, g_feats, self.metric), *self.rerank)
         ranks = evaluate_rank_detailed(distmat, q_ids, g_ids, q_cams, g_cams, self.max_rank)
         result = EvaluationResult(dataset, {}, list(q_records), list(g_records), distmat,
-                                  query_first_match=_per_query_first_match(ranks))
+                                  query_first_match=_per_query_first_match(ranks),
+                                  query_AP=_per_query_ap(ranks))
         result.metrics = self._scalar_metrics(ranks, len(q_records), len(g_records))
         result.metrics.update(collapse_metrics(g_feats, np.argmin(distmat, axis=1)))
         rows = flagged_queries(q_records)
@@ -162,7 +172,8 @@ class ReIDEvaluator:
         topk_dist, topk_idx = found.topk_dist, found.topk_idx
         ranks = evaluate_rank_topk(topk_dist, topk_idx, q_ids, g_ids, q_cams, g_cams, self.max_rank)
         result = EvaluationResult(dataset, {}, list(q_records), list(g_records),
-                                  query_first_match=_per_query_first_match(ranks))
+                                  query_first_match=_per_query_first_match(ranks),
+                                  query_AP=_per_query_ap(ranks))
         result.metrics = self._scalar_metrics(ranks, len(q_records), len(g_records))
         result.metrics.update(collapse_metrics(g_feats, topk_idx[:, 0]))
         result.metrics["topk"] = self.topk

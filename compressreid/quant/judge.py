@@ -16,8 +16,8 @@ from compressreid.export.conventions import InputConvention
 from compressreid.export.parity import parity_of
 from compressreid.export.tensorrt_check import TRT_CHECKS
 from compressreid.gates import GateDecision, Judged, Measurement
-from compressreid.quant.compare import (RANK1_FLIP_METRICS, Embedded, TestImages, embed_images, evaluate_cached,
-                                        quantization_parity)
+from compressreid.quant.compare import (MAP_DROP_METRICS, RANK1_FLIP_METRICS, Embedded, TestImages, embed_images,
+                                        evaluate_cached, quantization_parity)
 from compressreid.quant.saturation import accumulation_bounds
 from compressreid.quant.targets.base import QuantTarget
 
@@ -36,10 +36,10 @@ GRAPH_REFERENCES = ("fake_quant",)
 QDQ_SEMANTICS = "qdq_semantics"
 QDQ_SEMANTICS_LABEL = "the file's Q/DQ semantics"
 # What a quantize run reports for each target's file besides its evaluation (gate-able names).
-QUANT_METRICS = ("cosine_mean", "cosine_min", "top10_overlap", *RANK1_FLIP_METRICS, "runtime_cosine_mean",
-                 "runtime_cosine_min", "runtime_fp32_gap", "runtime_int8_layers", "runtime_float_layers",
-                 "runtime_parity_images", "u8s8_pair_sum_max", "s8s8_pair_sum_max", "dot_sum_max", "integer_layers",
-                 *TRT_CHECKS)
+QUANT_METRICS = ("cosine_mean", "cosine_min", "top10_overlap", *RANK1_FLIP_METRICS, *MAP_DROP_METRICS,
+                 "runtime_cosine_mean", "runtime_cosine_min", "runtime_fp32_gap", "runtime_int8_layers",
+                 "runtime_float_layers", "runtime_parity_images", "u8s8_pair_sum_max", "s8s8_pair_sum_max",
+                 "dot_sum_max", "integer_layers", *TRT_CHECKS)
 
 
 def numbers(data: Mapping[str, object]) -> Dict[str, float]:

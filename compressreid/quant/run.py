@@ -327,9 +327,11 @@ class _Run:
         _remove_stale(target, self.run.path, primary)
         files = target.package(candidate, self.run.path, primary, accepted)
         payload["model"] = os.path.basename(files[0])
-        logger.info("%s INT8 %s: mAP %.2f (FP32 %.2f), Rank-1 %.2f (FP32 %.2f%s), cosine mean %.4f, runtime vs Q/DQ "
-                    "cosine min %s%s; %s", target.name, "accepted" if accepted else "REJECTED", metrics["mAP"],
-                    self.fp32[0].result.metrics["mAP"], metrics["rank1"], self.fp32[0].result.metrics["rank1"],
+        logger.info("%s INT8 %s: mAP %.2f (FP32 %.2f%s), Rank-1 %.2f (FP32 %.2f%s), cosine mean %.4f, runtime vs "
+                    "Q/DQ cosine min %s%s; %s", target.name, "accepted" if accepted else "REJECTED", metrics["mAP"],
+                    self.fp32[0].result.metrics["mAP"],
+                    f"; drop SE {metrics['mAP_drop_se']:.2f}" if "mAP_drop_se" in metrics else "",
+                    metrics["rank1"], self.fp32[0].result.metrics["rank1"],
                     f"; {metrics['rank1_lost']:.0f} queries lost, {metrics['rank1_gained']:.0f} gained, drop SE "
                     f"{metrics['rank1_drop_se']:.2f}" if "rank1_lost" in metrics else "", metrics["cosine_mean"],
                     f"{metrics['runtime_cosine_min']:.4f} / mean {metrics['runtime_cosine_mean']:.4f}, further "

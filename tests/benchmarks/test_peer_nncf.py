@@ -55,16 +55,6 @@ def test_per_query_ap_averages_to_the_evaluators_map_and_marks_queries_without_a
     assert np.nanmean(ap) == pytest.approx(result.metrics["mAP"], abs=1e-6)
 
 
-def test_paired_difference_is_the_mean_over_queries_valid_in_both_with_its_standard_error(peer):
-    a = np.array([50.0, 60.0, np.nan, 80.0, 10.0])
-    b = np.array([40.0, 70.0, 30.0, np.nan, 0.0])
-    mean, se = peer.bench.paired_difference(a, b)
-    diff = np.array([10.0, -10.0, 10.0])
-    assert mean == pytest.approx(diff.mean())
-    assert se == pytest.approx(diff.std(ddof=1) / np.sqrt(3))
-    assert peer.bench.paired_difference(a, a) == (0.0, 0.0)
-
-
 def args_for(peer, monkeypatch, *argv):
     monkeypatch.setattr(sys, "argv", ["peer_nncf.py", "output/ev/model", *argv])
     return peer.script.parse_args()
@@ -126,7 +116,6 @@ def test_per_query_ap_of_a_broken_model_is_nan_not_an_error(peer):
     images, q, g = tiny_test_set()
     q[1, 0] = float("nan")
     assert np.isnan(peer.bench.per_query_ap(q, g, images, "cosine")).all()
-    assert np.isnan(peer.bench.paired_difference(np.full(3, np.nan), np.zeros(3))).all()
 
 
 @pytest.mark.parametrize("argv, message", [

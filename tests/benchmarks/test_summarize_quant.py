@@ -53,3 +53,8 @@ def test_a_qat_file_shows_what_its_fake_quant_rules_read(summarize):
     assert summarize.fake_cell(32.95, None) == " (fake-quant 32.95)"  # ONNX Runtime: the file as it runs
     assert summarize.fake_cell(32.95, {"dataset": "Synthetic", "mAP": 32.83}) == \
         " (fake-quant 32.95; the file's Q/DQ semantics 32.83)"  # OpenVINO: the rules read the file's semantics
+
+
+def test_the_map_change_carries_its_paired_standard_error_where_measured(summarize):
+    assert summarize.map_cell({"mAP": 46.32, "mAP_drop_se": 0.314}, 47.36) == "46.32 (-1.04 ± 0.31)"
+    assert summarize.map_cell({"mAP": 46.32}, 47.36) == "46.32 (-1.04)"  # a run from before the paired comparison

@@ -13,8 +13,8 @@ from torch import nn
 from compressreid.config import get_cfg
 from compressreid.data.build import load_test_sets
 from compressreid.evaluation.evaluator import EvaluationResult, ReIDEvaluator
-from compressreid.quant.compare import (Embedded, evaluate_cached, load_test_images, quantization_parity, rank1_flips,
-                                       topk_overlap)
+from compressreid.quant.compare import (Embedded, evaluate_cached, load_test_images, map_drop, paired_difference,
+                                       quantization_parity, rank1_flips, topk_overlap)
 
 # Two queries, four gallery entries; each row's ranking is 0 < 1 < 2 < 3 in this matrix.
 REFERENCE = torch.tensor([[0.0, 1.0, 2.0, 3.0],
@@ -105,6 +105,11 @@ def test_cached_images_evaluate_like_the_evaluator(tmp_path):
     first = cached.result.query_first_match
     assert len(first) == len(images.q_records)
     assert 100.0 * np.mean(first[first >= 0] == 0) == pytest.approx(cached.result.metrics["rank1"])
+    # and the per-query APs its mAP, skipped queries NaN where the first matches say -1
+    ap = cached.result.query_AP
+    assert len(ap) == len(images.q_records) and np.array_equal(np.isnan(ap), first < 0)
+    assert 100.0 * np.nanmean(ap) == pytest.approx(cached.result.metrics["mAP"])
+    assert parity["mAP_drop_se"] == parity["mAP_drop_lcb"] == 0.0
 
 
 def _ranked(first_match) -> EvaluationResult:
@@ -140,3 +145,41 @@ def test_rank1_lower_bound_separates_a_real_drop_from_noise():
     noisy = rank1_flips(_ranked([0] * 340 + [1] * 24 + [0] * 36), _ranked([0] * 340 + [0] * 24 + [1] * 36))
     assert steady["rank1_lost"] - steady["rank1_gained"] == noisy["rank1_lost"] - noisy["rank1_gained"] == 12
     assert steady["rank1_drop_lcb"] > 1.0 > 0.0 > noisy["rank1_drop_lcb"]
+
+
+def _scored(ap) -> EvaluationResult:
+    return EvaluationResult("Synthetic", {}, [], [], query_AP=np.asarray(ap, dtype=np.float64))
+
+
+def test_map_drop_pairs_the_queries_and_bounds_the_drop_by_their_spread():
+    rng = np.random.default_rng(0)
+    reference = rng.uniform(0.2, 0.9, 400)
+    shift = rng.normal(0.005, 0.05, 400)  # the candidate loses 0.5 points on average, noisily
+    candidate = reference - shift
+    reference[7] = np.nan  # a query the reference skipped is compared by neither
+    drop = map_drop(_scored(reference), _scored(candidate))
+    paired = 100.0 * np.delete(shift, 7)
+    se = paired.std(ddof=1) / np.sqrt(399)
+    assert drop["mAP_drop_se"] == pytest.approx(se)
+    assert drop["mAP_drop_lcb"] == pytest.approx(paired.mean() - 1.645 * se)
+    # a 0.5-point drop with a tenth of that spread is bounded near 0.5; with the spread above, near 0
+    steady = map_drop(_scored(reference), _scored(reference - (0.005 + (shift - shift.mean()) / 10)))
+    assert steady["mAP_drop_se"] == pytest.approx(se / 10)
+    assert steady["mAP_drop_lcb"] > 0.45 and 0.0 < drop["mAP_drop_lcb"] < 0.1
+
+
+def test_map_drop_of_identical_models_is_zero_and_absent_without_per_query_aps():
+    assert map_drop(_scored([0.5, 0.25, 1.0]), _scored([0.5, 0.25, 1.0])) == {"mAP_drop_se": 0.0, "mAP_drop_lcb": 0.0}
+    assert map_drop(None, _scored([0.5])) == {} and map_drop(_scored([0.5, 0.4]), _scored([0.5])) == {}
+    assert map_drop(_scored([0.5, np.nan]), _scored([0.5, 0.7])) == {}  # one paired query: no spread to measure
+
+
+def test_paired_difference_is_the_mean_over_queries_valid_in_both_with_its_standard_error():
+    a = np.array([50.0, 60.0, np.nan, 80.0, 10.0])
+    b = np.array([40.0, 70.0, 30.0, np.nan, 0.0])
+    mean, se = paired_difference(a, b)
+    diff = np.array([10.0, -10.0, 10.0])
+    assert mean == pytest.approx(diff.mean())
+    assert se == pytest.approx(diff.std(ddof=1) / np.sqrt(3))
+    assert paired_difference(a, a) == (0.0, 0.0)
+    assert np.isnan(paired_difference(np.full(3, np.nan), np.zeros(3))).all()  # a broken model: nothing paired

@@ -148,6 +148,10 @@ def test_accepted_metrics_report_int8_fp32_parity_and_latency(accepted):
     assert drop == pytest.approx(metrics["fp32"]["rank1"] - metrics["rank1"], abs=1e-6)
     assert metrics["rank1_drop_se"] >= 0 and metrics["rank1_drop_lcb"] == pytest.approx(
         drop - 1.645 * metrics["rank1_drop_se"])
+    # and mAP query by query: its drop's bound sits below the drop by the spread of the per-query AP changes
+    assert metrics["num_skipped_queries"] == 0 and metrics["mAP_drop_se"] > 0
+    assert metrics["mAP_drop_lcb"] == pytest.approx(
+        metrics["fp32"]["mAP"] - metrics["mAP"] - 1.645 * metrics["mAP_drop_se"], abs=1e-4)
     assert metrics["export_parity"]["max_rel"] <= 1e-4
     runtime = metrics["quantization"]["runtime_parity"]  # fused kernels vs the graph's Q/DQ semantics
     assert runtime["images"] > 0 and 0.99 < runtime["cosine_min"] <= runtime["cosine_mean"] <= 1.0 + 1e-6
