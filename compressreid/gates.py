@@ -117,9 +117,10 @@ class GateSpec:
     metrics: Tuple[str, ...]
     references: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
     datasets: Tuple[str, ...] = ()
+    reference_sets: Dict[str, Tuple[str, ...]] = field(default_factory=dict)  # a reference measured on these only
 
     def with_reference(self, name: str, metrics: Sequence[str]) -> "GateSpec":
-        return GateSpec(self.metrics, {**self.references, name: tuple(metrics)}, self.datasets)
+        return GateSpec(self.metrics, {**self.references, name: tuple(metrics)}, self.datasets, self.reference_sets)
 
 
 @dataclass(frozen=True)
@@ -179,13 +180,15 @@ class GateSet:
         return bool(self.rules)
 
     def validate(self, metrics: Iterable[str], references: Mapping[str, Iterable[str]],
-                 datasets: Sequence[str]) -> None:
+                 datasets: Sequence[str], reference_sets: Optional[Mapping[str, Sequence[str]]] = None) -> None:
         """Before any work: every rule names a metric the stage reports, a reference it offers (holding that
-        metric) and, with ``on SET``, one of its test sets.
+        metric) and, with ``on SET``, one of its test sets; a rule naming a reference measured on some test sets
+        only applies to those.
 
         Args:
             metrics: the metric names the stage will report.
             references: each reference the stage will offer -> the metric names it holds.
+            reference_sets: references measured on some test sets only -> those sets.
 
         Raises:
             ConfigError: one line naming the stage, the rule and the valid names.
@@ -207,6 +210,10 @@ class GateSet:
             if rule.dataset is not None and rule.dataset not in datasets:
                 raise ConfigError(f"{self.where}: gate rule '{rule.text}' names test set '{rule.dataset}'; this "
                                   f"stage evaluates: {', '.join(datasets) or '(none)'}")
+            held_on = (reference_sets or {}).get(rule.reference)
+            if held_on is not None and not set([rule.dataset] if rule.dataset else datasets) <= set(held_on):
+                raise ConfigError(f"{self.where}: gate rule '{rule.text}' names reference '{rule.reference}', which "
+                                  f"is measured on {', '.join(held_on)} only; add 'on {held_on[0]}' to the rule")
 
     def check(self, judged: Judged) -> List[GateDecision]:
         """Every rule (the stage's, then the item's own) on every test set it applies to."""

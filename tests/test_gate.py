@@ -350,6 +350,22 @@ def test_rules_naming_a_reference_read_the_measurement_made_for_it_on_the_sets_i
     assert judged[4].value == 52.45 and judged[5].value == 30.0
 
 
+def test_a_reference_measured_on_some_sets_only_is_named_on_those_only():
+    """QAT's fake-quant model is evaluated on the first test set: a rule naming it on every set would compare the
+    other sets' INT8 mAP with the first set's fake-quant mAP. Refused before any work, saying how to write it."""
+    gates = GateSet(["mAP >= fake_quant - 0.1"], "stage 'quantize'")
+    sets = ["Market1501", "DukeMTMC"]
+    with pytest.raises(ConfigError, match=r"stage 'quantize': gate rule 'mAP >= fake_quant - 0.1' names reference "
+                                          r"'fake_quant', which is measured on Market1501 only; add 'on Market1501'"):
+        gates.validate(["mAP"], {"fake_quant": ["mAP"]}, sets, {"fake_quant": ["Market1501"]})
+    with pytest.raises(ConfigError, match="measured on Market1501 only"):
+        GateSet(["mAP >= fake_quant - 0.1 on DukeMTMC"]).validate(["mAP"], {"fake_quant": ["mAP"]}, sets,
+                                                                  {"fake_quant": ["Market1501"]})
+    GateSet(["mAP >= fake_quant - 0.1 on Market1501"]).validate(["mAP"], {"fake_quant": ["mAP"]}, sets,
+                                                                {"fake_quant": ["Market1501"]})
+    gates.validate(["mAP"], {"fake_quant": ["mAP"]}, ["Market1501"], {"fake_quant": ["Market1501"]})  # one set
+
+
 def test_validation_names_the_stage_the_rule_and_the_valid_names():
     gates = GateSet(["mAp >= 40"], "stage 'teacher'")
     with pytest.raises(ConfigError, match=r"stage 'teacher': gate rule 'mAp >= 40' names metric 'mAp'.*valid: mAP"):

@@ -76,7 +76,7 @@ class Verdict:
         for name, payload in self.references.items():
             spec = spec.with_reference(name, metric_names(payload))
         self.gates = GateSet(cfg.TEST.GATES, f"stage '{stage}'")
-        self.gates.validate(spec.metrics, spec.references, spec.datasets)
+        self.gates.validate(spec.metrics, spec.references, spec.datasets, spec.reference_sets)
         self.builtin = collapse_rules(cfg)
         self.status: Optional[str] = None
 

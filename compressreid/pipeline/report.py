@@ -56,7 +56,7 @@ def gate_lines(stage: Dict[str, object]) -> List[str]:
         "ungated" else []
     if not gates:
         return lines or ["no gate configured (TEST.GATES is empty)"]
-    where = lambda g: "".join(f" [{g[k]}]" for k in ("scope", "dataset") if g.get(k))  # noqa: E731
+    where = lambda g: "".join(f" [{g[k]}]" for k in ("scope", "dataset", "measured_on") if g.get(k))  # noqa: E731
     return lines + [f"{'PASS' if g['passed'] else 'FAIL'}: {g['rule']}{where(g)} (got {g['value']:.4g}, needed "
                     f"{g['op']} {g['threshold']:.4g})" for g in gates]
 

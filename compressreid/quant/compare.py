@@ -94,8 +94,8 @@ def topk_overlap(reference: torch.Tensor, candidate: torch.Tensor, k: int = OVER
 
 
 def rank1_flips(reference: Optional[EvaluationResult], candidate: Optional[EvaluationResult]) -> Dict[str, float]:
-    """Rank-1 of two models compared query by query (the queries both evaluated; {} when either result holds
-    no per-query ranks): ``rank1_lost`` / ``rank1_gained`` count the queries the candidate misses where the
+    """Rank-1 of two models compared query by query (the queries both evaluated; NaN when either result holds
+    no per-query ranks, e.g. a model whose embeddings were not finite, or no query pairs up): ``rank1_lost`` / ``rank1_gained`` count the queries the candidate misses where the
     reference hits and the reverse; ``rank1_drop_se`` is the standard error, in points, of the Rank-1 drop over
     these paired queries (McNemar's: only the flipped queries carry it); ``rank1_drop_lcb`` is the drop's one-sided
     95 % lower confidence bound, drop - 1.645 * SE: a rule ``rank1_drop_lcb <= 1.0`` rejects a file only when its
@@ -103,12 +103,13 @@ def rank1_flips(reference: Optional[EvaluationResult], candidate: Optional[Evalu
     ``rank1 >= fp32 - 2.0``: on a few queries the bound alone would allow any drop)."""
     a = reference.query_first_match if reference is not None else None
     b = candidate.query_first_match if candidate is not None else None
+    unmeasured = dict.fromkeys(RANK1_FLIP_METRICS, float("nan"))  # a rule on them fails, as on any NaN
     if a is None or b is None or len(a) != len(b):
-        return {}
+        return unmeasured
     both = (a >= 0) & (b >= 0)
     n = int(both.sum())
     if n == 0:
-        return {}
+        return unmeasured
     hit_a, hit_b = a[both] == 0, b[both] == 0
     lost, gained = int((hit_a & ~hit_b).sum()), int((hit_b & ~hit_a).sum())
     net = lost - gained
@@ -119,7 +120,7 @@ def rank1_flips(reference: Optional[EvaluationResult], candidate: Optional[Evalu
 
 
 def map_drop(reference: Optional[EvaluationResult], candidate: Optional[EvaluationResult]) -> Dict[str, float]:
-    """mAP of two models compared query by query (the queries both evaluated; {} when either result holds no
+    """mAP of two models compared query by query (the queries both evaluated; NaN when either result holds no
     per-query APs, or fewer than two queries pair up): ``mAP_drop_se`` is the standard error, in points, of the mAP
     drop over these paired queries (the spread of the per-query AP differences over the square root of their number),
     ``mAP_drop_lcb`` the drop's one-sided 95 % lower confidence bound, drop - 1.645 * SE. What a drop of this size
@@ -128,10 +129,8 @@ def map_drop(reference: Optional[EvaluationResult], candidate: Optional[Evaluati
     a = reference.query_AP if reference is not None else None
     b = candidate.query_AP if candidate is not None else None
     if a is None or b is None or len(a) != len(b):
-        return {}
+        return dict.fromkeys(MAP_DROP_METRICS, float("nan"))  # a rule on them fails, as on any NaN
     drop, se = paired_difference(100.0 * a, 100.0 * b)
-    if math.isnan(se):
-        return {}
     return {"mAP_drop_se": se, "mAP_drop_lcb": drop - RANK1_LCB_Z * se}
 
 

@@ -75,11 +75,12 @@ class TargetJudge:
     def evaluate(self, path: str) -> Embedded:
         return evaluate_cached(self.evaluator, self.target.judged_model(path, self.threads), self.images)
 
-    def metrics(self, path: str, int8: Optional[Embedded] = None) -> Dict[str, float]:
-        """Retrieval metrics and agreement with FP32 (what per-layer sensitivity ranks by); ``int8``: the file's
-        embeddings of the first test set when already computed."""
+    def metrics(self, path: str, int8: Optional[Embedded] = None) -> Dict[str, object]:
+        """Retrieval metrics and agreement with FP32 (what per-layer sensitivity ranks by), named by their test set
+        (``dataset``); ``int8``: the file's embeddings of the first test set when already computed."""
         int8 = int8 or self.evaluate(path)
-        return {**numbers(int8.result.metrics), **quantization_parity(self.fp32, int8, self.metric), **self.fixed}
+        return {"dataset": int8.result.dataset, **numbers(int8.result.metrics),
+                **quantization_parity(self.fp32, int8, self.metric), **self.fixed}
 
     def runtime_parity(self, path: str) -> Dict[str, float]:
         """The runtime here against the file's Q/DQ semantics on the first query images ({} when it does not run

@@ -137,9 +137,11 @@ def quant_gate_spec(cfg: CfgNode, source: Sequence[str] = (), teacher: Optional[
         references["source"] = tuple(source)
     if teacher:
         references["teacher"] = tuple(teacher)
-    if cfg.QUANT.METHOD == "qat":
+    sets = {}
+    if cfg.QUANT.METHOD == "qat":  # the fake-quant model is evaluated on the first test set only
         references["fake_quant"] = ("mAP", "rank1", "rank5", "mINP")
-    return GateSpec(metrics, references, base.datasets)
+        sets["fake_quant"] = tuple(base.datasets[:1])
+    return GateSpec(metrics, references, base.datasets, sets)
 
 
 def quantize_verdict(cfg: CfgNode, plan: QuantPlan) -> Verdict:

@@ -13,6 +13,7 @@ from torch import nn
 from compressreid.config import get_cfg
 from compressreid.data.build import load_test_sets
 from compressreid.evaluation.evaluator import EvaluationResult, ReIDEvaluator
+from compressreid.gates import check_gates
 from compressreid.quant.compare import (Embedded, evaluate_cached, load_test_images, map_drop, paired_difference,
                                        quantization_parity, rank1_flips, topk_overlap)
 
@@ -135,8 +136,13 @@ def test_rank1_flips_count_the_queries_each_model_alone_gets_right():
 def test_rank1_flips_of_identical_rankings_are_zero_and_absent_without_per_query_ranks():
     same = rank1_flips(_ranked([0, 1, 0, 4]), _ranked([0, 1, 0, 4]))
     assert same == {"rank1_lost": 0.0, "rank1_gained": 0.0, "rank1_drop_se": 0.0, "rank1_drop_lcb": 0.0}
-    assert rank1_flips(None, _ranked([0])) == {}
-    assert rank1_flips(_ranked([0, 0]), _ranked([0])) == {}  # other queries: nothing to pair
+    # not measured (a model whose embeddings were not finite has no per-query ranks, other queries pair nothing):
+    # NaN, which every rule on it fails, not a missing metric that stops the run
+    for flips in (rank1_flips(None, _ranked([0])), rank1_flips(_ranked([0, 0]), _ranked([0])),
+                  rank1_flips(_ranked([-1]), _ranked([0]))):
+        assert set(flips) == {"rank1_lost", "rank1_gained", "rank1_drop_se", "rank1_drop_lcb"}
+        assert all(math.isnan(v) for v in flips.values())
+        assert not check_gates(["rank1_drop_lcb <= 1.0"], flips)[0].passed
 
 
 def test_rank1_lower_bound_separates_a_real_drop_from_noise():
@@ -170,8 +176,10 @@ def test_map_drop_pairs_the_queries_and_bounds_the_drop_by_their_spread():
 
 def test_map_drop_of_identical_models_is_zero_and_absent_without_per_query_aps():
     assert map_drop(_scored([0.5, 0.25, 1.0]), _scored([0.5, 0.25, 1.0])) == {"mAP_drop_se": 0.0, "mAP_drop_lcb": 0.0}
-    assert map_drop(None, _scored([0.5])) == {} and map_drop(_scored([0.5, 0.4]), _scored([0.5])) == {}
-    assert map_drop(_scored([0.5, np.nan]), _scored([0.5, 0.7])) == {}  # one paired query: no spread to measure
+    for drop in (map_drop(None, _scored([0.5])), map_drop(_scored([0.5, 0.4]), _scored([0.5])),
+                 map_drop(_scored([0.5, np.nan]), _scored([0.5, 0.7]))):  # the last: one paired query, no spread
+        assert set(drop) == {"mAP_drop_se", "mAP_drop_lcb"} and all(math.isnan(v) for v in drop.values())
+        assert not check_gates(["mAP_drop_lcb <= 0.5"], drop)[0].passed
 
 
 def test_paired_difference_is_the_mean_over_queries_valid_in_both_with_its_standard_error():

@@ -399,6 +399,24 @@ def test_a_re_fusing_runtimes_qat_file_is_held_to_its_fake_quant_self_on_the_fil
             assert not judge.passes({**healthy, "mAP": 52.47, **drifted})
 
 
+def test_a_qat_rule_against_fake_quant_names_the_first_test_set_when_there_are_several():
+    """The fake-quant model and the file's Q/DQ semantics are measured on the first test set; with a second set the
+    quantize run refuses a fake_quant rule that would apply to it, before any export or training."""
+    from compressreid.engine.verdict import Verdict
+    from compressreid.errors import ConfigError
+    from compressreid.quant.plan import quant_gate_spec
+
+    cfg = get_cfg()
+    cfg.QUANT.METHOD = "qat"
+    cfg.DATASETS.TESTS = ("Market1501", "DukeMTMC")
+    cfg.TEST.GATES = ("mAP >= fake_quant - 0.1",)
+    assert quant_gate_spec(cfg).reference_sets == {"fake_quant": ("Market1501",)}
+    with pytest.raises(ConfigError, match="add 'on Market1501' to the rule"):
+        Verdict("quantize", cfg, quant_gate_spec(cfg))
+    cfg.TEST.GATES = ("mAP >= fake_quant - 0.1 on Market1501", "mAP >= fp32 - 0.5")
+    Verdict("quantize", cfg, quant_gate_spec(cfg))
+
+
 @pytest.mark.parametrize("failing, runs", [
     ({"mAP": 30.0}, True),                                                  # a stage gate: the fallback's job
     ({"mAP": 30.0, "runtime_cosine_min": 0.92}, True),                      # with a parity rule beside it
