@@ -275,7 +275,7 @@ def accuracy_rows(args, files, evaluator, images, threads, test_set: str) -> Lis
                          "fp32_layers": None if name == "FP32" else len(_bench.fp32_layers(path))})
     for row in rows:
         row["vs_ours_mAP"], row["vs_ours_se"] = paired_difference(ap[row["file"], row["runtime"]],
-                                                                          ap["ours", row["runtime"]])
+                                                                  ap["ours", row["runtime"]])
     return rows
 
 

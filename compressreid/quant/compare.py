@@ -95,12 +95,13 @@ def topk_overlap(reference: torch.Tensor, candidate: torch.Tensor, k: int = OVER
 
 def rank1_flips(reference: Optional[EvaluationResult], candidate: Optional[EvaluationResult]) -> Dict[str, float]:
     """Rank-1 of two models compared query by query (the queries both evaluated; NaN when either result holds
-    no per-query ranks, e.g. a model whose embeddings were not finite, or no query pairs up): ``rank1_lost`` / ``rank1_gained`` count the queries the candidate misses where the
-    reference hits and the reverse; ``rank1_drop_se`` is the standard error, in points, of the Rank-1 drop over
-    these paired queries (McNemar's: only the flipped queries carry it); ``rank1_drop_lcb`` is the drop's one-sided
-    95 % lower confidence bound, drop - 1.645 * SE: a rule ``rank1_drop_lcb <= 1.0`` rejects a file only when its
-    Rank-1 is lower by more than 1 point beyond the noise of this many queries (keep a plain cap beside it, e.g.
-    ``rank1 >= fp32 - 2.0``: on a few queries the bound alone would allow any drop)."""
+    no per-query ranks, e.g. a model whose embeddings were not finite, or no query pairs up): ``rank1_lost`` /
+    ``rank1_gained`` count the queries the candidate misses where the reference hits and the reverse;
+    ``rank1_drop_se`` is the standard error, in points, of the Rank-1 drop over these paired queries (McNemar's: only
+    the flipped queries carry it); ``rank1_drop_lcb`` is the drop's one-sided 95 % lower confidence bound, drop -
+    1.645 * SE: a rule ``rank1_drop_lcb <= 1.0`` rejects a file only when its Rank-1 is lower by more than 1 point
+    beyond the noise of this many queries (keep a plain cap beside it, e.g. ``rank1 >= fp32 - 2.0``: on a few
+    queries the bound alone would allow any drop)."""
     a = reference.query_first_match if reference is not None else None
     b = candidate.query_first_match if candidate is not None else None
     unmeasured = dict.fromkeys(RANK1_FLIP_METRICS, float("nan"))  # a rule on them fails, as on any NaN

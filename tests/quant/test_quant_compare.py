@@ -133,7 +133,7 @@ def test_rank1_flips_count_the_queries_each_model_alone_gets_right():
     assert one_way["rank1_drop_lcb"] > flips["rank1_drop_lcb"]
 
 
-def test_rank1_flips_of_identical_rankings_are_zero_and_absent_without_per_query_ranks():
+def test_rank1_flips_of_identical_rankings_are_zero_and_nan_without_per_query_ranks():
     same = rank1_flips(_ranked([0, 1, 0, 4]), _ranked([0, 1, 0, 4]))
     assert same == {"rank1_lost": 0.0, "rank1_gained": 0.0, "rank1_drop_se": 0.0, "rank1_drop_lcb": 0.0}
     # not measured (a model whose embeddings were not finite has no per-query ranks, other queries pair nothing):
@@ -174,7 +174,7 @@ def test_map_drop_pairs_the_queries_and_bounds_the_drop_by_their_spread():
     assert steady["mAP_drop_lcb"] > 0.45 and 0.0 < drop["mAP_drop_lcb"] < 0.1
 
 
-def test_map_drop_of_identical_models_is_zero_and_absent_without_per_query_aps():
+def test_map_drop_of_identical_models_is_zero_and_nan_without_per_query_aps():
     assert map_drop(_scored([0.5, 0.25, 1.0]), _scored([0.5, 0.25, 1.0])) == {"mAP_drop_se": 0.0, "mAP_drop_lcb": 0.0}
     for drop in (map_drop(None, _scored([0.5])), map_drop(_scored([0.5, 0.4]), _scored([0.5])),
                  map_drop(_scored([0.5, np.nan]), _scored([0.5, 0.7]))):  # the last: one paired query, no spread
