@@ -6,7 +6,13 @@ query count resolves, and whether ORT's fused integer kernels move the mAP or on
         output/q/osnet_s0_qat_recipe_v6/student_int8.onnx
 
 With ``--against FILE`` the reference is another ONNX file in ONNX Runtime instead (e.g. the run's
-student_fp32.onnx: the INT8 file's mAP drop and its paired standard error, as the CPU here computes it).
+student_fp32.onnx: the INT8 file's mAP drop and its paired standard error, as the CPU here computes it); several
+INT8 files are then each compared with it. ``--opts KEY VALUE ...`` changes the test set, e.g. a held-out
+rendering of the synthetic benchmark that no choice saw:
+
+    python benchmarks/int8_paired_map.py output/c16/mnv3_fb_cos_s0/config.yaml output/c16/mnv3_*/student_int8*.onnx \
+        --against output/c16/mnv3_fb_cos_s0/student_fp32.onnx \
+        --opts DATASETS.SYNTHETIC.SEED 1 DATASETS.SYNTHETIC.NUM_TEST_IDS 400
 
 The test set is the config's first one, read at the ONNX file's input size, scored densely (TEST.TOPK 0) by the
 config's distance without AQE or re-ranking.
@@ -15,6 +21,7 @@ config's distance without AQE or re-ranking.
 from __future__ import annotations
 
 import argparse
+from typing import Tuple
 
 import numpy as np
 import onnx
@@ -24,44 +31,58 @@ from compressreid.config import load_config
 from compressreid.data.build import load_test_sets
 from compressreid.evaluation.evaluator import ReIDEvaluator
 from compressreid.export.ort_model import OrtEmbedder
-from compressreid.quant.compare import evaluate_cached, load_test_images, paired_difference
+from compressreid.quant.compare import Embedded, evaluate_cached, load_test_images, paired_difference, quantization_parity
 
 from _bench import per_query_ap
 
 
-def query_ap(evaluator: ReIDEvaluator, model, images) -> np.ndarray:
-    """AP (in %) of every query, in query order (NaN without a true match)."""
+def query_ap(evaluator: ReIDEvaluator, model, images) -> Tuple[np.ndarray, Embedded]:
+    """AP (in %) of every query, in query order (NaN without a true match), and the embeddings."""
     embedded = evaluate_cached(evaluator, model, images)
-    return per_query_ap(embedded.q_feats, embedded.g_feats, images, evaluator.metric)
+    return per_query_ap(embedded.q_feats, embedded.g_feats, images, evaluator.metric), embedded
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", help="the quantize run's config.yaml (its test set is used)")
-    parser.add_argument("onnx", help="an INT8 ONNX file")
+    parser.add_argument("onnx", nargs="+", help="INT8 ONNX files (one without --against)")
     parser.add_argument("--against", default="", help="compare with this ONNX file (same input) instead of the "
                         "INT8 file run node by node")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE", help="config overrides (the test set)")
     args = parser.parse_args()
+    if len(args.onnx) > 1 and not args.against:
+        parser.error("several INT8 files need --against (one reference for all)")
+    if len(args.opts) % 2:
+        parser.error("--opts needs KEY VALUE pairs")
     torch.set_num_threads(args.threads)
-    dims = onnx.load(args.onnx, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    dims = onnx.load(args.onnx[0], load_external_data=False).graph.input[0].type.tensor_type.shape.dim
     height, width = dims[2].dim_value, dims[3].dim_value
-    cfg = load_config(args.config, ["INPUT.SIZE_TEST", repr([height, width]), "TEST.TOPK", "0"])
+    cfg = load_config(args.config, ["INPUT.SIZE_TEST", repr([height, width]), "TEST.TOPK", "0", *args.opts])
     images = load_test_images(cfg, load_test_sets(cfg)[0])
     evaluator = ReIDEvaluator.from_config(cfg)
-    optimised = query_ap(evaluator, OrtEmbedder(args.onnx, threads=args.threads, optimized=True), images)
-    reference = query_ap(evaluator, OrtEmbedder(args.against or args.onnx, threads=args.threads,
-                                                optimized=bool(args.against)), images)
-    label = args.against or "node by node"
-    valid = np.isfinite(optimised) & np.isfinite(reference)
-    mean, stderr = paired_difference(optimised, reference)
-    diff = (optimised - reference)[valid]
-    if not len(diff):
-        raise SystemExit(f"{args.onnx}: no query has a true match in the gallery (or the embeddings are not finite)")
-    print(f"{valid.sum()} queries: mAP optimised {np.nanmean(optimised):.3f}, {label} {np.nanmean(reference):.3f}; "
-          f"paired difference {mean:+.3f} +- {stderr:.3f} (standard error); {(np.abs(diff) > 1e-6).sum()} queries "
-          f"changed, the largest by {np.abs(diff).max():.2f} AP points")
+    reference = None
+    if args.against:
+        reference = query_ap(evaluator, OrtEmbedder(args.against, threads=args.threads, optimized=True), images)
+    for path in args.onnx:
+        optimised = query_ap(evaluator, OrtEmbedder(path, threads=args.threads, optimized=True), images)
+        against = reference or query_ap(evaluator, OrtEmbedder(path, threads=args.threads, optimized=False), images)
+        report(path, optimised, against, args.against or "node by node", evaluator.metric)
 
+
+def report(path: str, optimised: Tuple[np.ndarray, Embedded], reference: Tuple[np.ndarray, Embedded], label: str,
+           metric: str) -> None:
+    (ap, embedded), (reference_ap, reference_embedded) = optimised, reference
+    valid = np.isfinite(ap) & np.isfinite(reference_ap)
+    mean, stderr = paired_difference(ap, reference_ap)
+    diff = (ap - reference_ap)[valid]
+    if not len(diff):
+        raise SystemExit(f"{path}: no query has a true match in the gallery (or the embeddings are not finite)")
+    parity = quantization_parity(reference_embedded, embedded, metric)
+    print(f"{path}: {valid.sum()} queries: mAP optimised {np.nanmean(ap):.3f}, {label} "
+          f"{np.nanmean(reference_ap):.3f}; paired difference {mean:+.3f} +- {stderr:.3f} (standard error); "
+          f"{(np.abs(diff) > 1e-6).sum()} queries changed, the largest by {np.abs(diff).max():.2f} AP points; "
+          f"embedding cosine mean / min {parity['cosine_mean']:.4f} / {parity['cosine_min']:.4f}")
 
 if __name__ == "__main__":
     main()

@@ -449,6 +449,9 @@ _C.QUANT.FALLBACK = CN()
 _C.QUANT.FALLBACK.ENABLED = True
 # At most this many nodes stay FP32 (layers and joins together); the gate failure stands beyond it.
 _C.QUANT.FALLBACK.MAX_FP32_LAYERS = 6
+# Order in which nodes are kept FP32: "mAP" (each node quantized alone, largest mAP drop first) or "cosine" (lowest
+# embedding cosine to FP32 first).
+_C.QUANT.FALLBACK.RANK_BY = "mAP"
 _C.QUANT.QAT = CN()
 # Fine-tuning iterations with fake quantization (SOLVER.* gives the optimizer; BASE_LR is usually small).
 _C.QUANT.QAT.ITERS = 300

@@ -13,6 +13,7 @@ import onnx
 from tqdm import tqdm
 
 from compressreid.engine.io import file_sha256
+from compressreid.errors import ConfigError
 from compressreid.quant.format import QuantFormat
 from compressreid.quant.ptq import calibrate, quantize_ptq
 from compressreid.quant.refine import NEAREST, Refinement, integer_weight_codes
@@ -66,9 +67,32 @@ def ptq_quantizer(prepared_path: str, batches, method: str, fmt: QuantFormat, pe
     return quantize
 
 
+RANK_BY = ("mAP", "cosine")
+
+
+def check_ranking(rank_by: str) -> None:
+    """Raises ConfigError for an unknown QUANT.FALLBACK.RANK_BY."""
+    if rank_by not in RANK_BY:
+        raise ConfigError(f"QUANT.FALLBACK.RANK_BY '{rank_by}' is unknown; expected one of {RANK_BY}")
+
+
+def rank(results: Sequence[LayerSensitivity], rank_by: str = "mAP") -> List[LayerSensitivity]:
+    """Most sensitive first, by ``rank_by``: "mAP" (its drop, the embedding cosine breaking the ties where mAP is
+    coarse: many nodes tie at 0 on a small test set) or "cosine" (the embedding cosine to FP32 alone, lowest first;
+    the mAP drop breaks ties).
+
+    Raises:
+        ConfigError: an unknown ``rank_by``.
+    """
+    check_ranking(rank_by)
+    if rank_by == "cosine":
+        return sorted(results, key=lambda s: (s.cosine_mean, -s.mAP_drop))
+    return sorted(results, key=lambda s: (-round(s.mAP_drop, 3), s.cosine_mean))
+
+
 def layer_sensitivity(nodes: Sequence[str], quantize: Quantizer, judge: Judge, fp32_map: float, workdir: str,
-                      progress: bool = True) -> List[LayerSensitivity]:
-    """Quantize each of ``nodes`` alone and measure mAP drop and embedding cosine; most sensitive first."""
+                      progress: bool = True, rank_by: str = "mAP") -> List[LayerSensitivity]:
+    """Quantize each of ``nodes`` alone and measure mAP drop and embedding cosine; most sensitive first (:func:`rank`)."""
     results = []
     path = os.path.join(workdir, "sensitivity.onnx")
     for layer in tqdm(nodes, desc="layer sensitivity", unit="node", disable=not progress, dynamic_ncols=True,
@@ -77,8 +101,7 @@ def layer_sensitivity(nodes: Sequence[str], quantize: Quantizer, judge: Judge, f
         results.append(LayerSensitivity(layer, fp32_map - metrics["mAP"], metrics["cosine_mean"]))
     if os.path.exists(path):
         os.remove(path)
-    # mAP is coarse on small test sets (many layers tie at 0); the embedding cosine breaks the ties
-    return sorted(results, key=lambda s: (-round(s.mAP_drop, 3), s.cosine_mean))
+    return rank(results, rank_by)
 
 
 # A failed fallback that recovered less than this share of the all-INT8 model's embedding error (1 - cosine mean)
@@ -194,3 +217,27 @@ def accuracy_aware_fallback(ranking: Sequence[LayerSensitivity], quantize: Quant
         path = quantize(out_path, best["fp32_layers"], ()) if best["fp32_layers"] else ""
     return FallbackOutcome(path, list(best["fp32_layers"]), {"mAP": best["mAP"], "cosine_mean": best["cosine_mean"]},
                            False, tried, no_effect)
+
+
+@dataclass
+class FallbackSearch:
+    """One rounding's fallback search, as the quantize run keeps it: its record (metrics.json's ``fallback``), the
+    file it leaves and that file's metrics (mAP and cosine at least)."""
+
+    rounding: str
+    record: Dict[str, object]
+    path: str
+    metrics: Dict[str, float]
+
+    @property
+    def passed(self) -> bool:
+        tried = self.record.get("tried") or []
+        return bool(tried and tried[-1]["passed"])
+
+
+def kept_search(searches: Sequence[FallbackSearch]) -> FallbackSearch:
+    """Of the searches run one rounding after the other (each until one passes), the one whose file the run keeps:
+    the passing one, else the one that left the best model (highest mAP, then cosine), not merely the last."""
+    if searches[-1].passed:
+        return searches[-1]
+    return max(searches, key=lambda s: (s.metrics["mAP"], s.metrics["cosine_mean"]))

@@ -19,6 +19,7 @@ from compressreid.export.model_card import read_card_if_present
 from compressreid.export.ort_model import check_embedding_graph, ort_session
 from compressreid.gates import GateSpec
 from compressreid.quant.compare import MATCH_FPRS
+from compressreid.quant.fallback import check_ranking
 from compressreid.quant.judge import QUANT_METRICS, numbers
 from compressreid.quant.ptq import check_activation_type, check_calibration_method, check_histogram_bins
 from compressreid.quant.refine import Refinement
@@ -63,6 +64,7 @@ def _check_quant_keys(q: CfgNode) -> None:
         raise ConfigError("QUANT.CALIBRATION.NUM_IMAGES and BATCH_SIZE must be >= 1 (calibration needs training "
                           f"images), got {q.CALIBRATION.NUM_IMAGES} and {q.CALIBRATION.BATCH_SIZE}")
     Refinement(q.WEIGHT_ROUNDING, bool(q.BIAS_CORRECTION))  # an unknown rounding is refused here
+    check_ranking(q.FALLBACK.RANK_BY)
     if q.WEIGHT_BITS not in (0, 7, 8):
         raise ConfigError(f"QUANT.WEIGHT_BITS is {q.WEIGHT_BITS}: expected 0 (each target's own), 7 or 8")
     if any(b < 1 for b in q.BENCHMARK.BATCHES):

@@ -33,7 +33,8 @@ from compressreid.gates import GateDecision
 from compressreid.quant.calibration import calibration_batches
 from compressreid.quant.compare import (Embedded, TestImages, evaluate_cached, load_test_images, match_thresholds,
                                         quantization_parity, summary, threshold_shifts)
-from compressreid.quant.fallback import accuracy_aware_fallback, layer_sensitivity, ptq_quantizer, spread_diagnosis
+from compressreid.quant.fallback import (FallbackSearch, accuracy_aware_fallback, kept_search, layer_sensitivity,
+                                         ptq_quantizer, spread_diagnosis)
 from compressreid.quant.judge import QDQ_SEMANTICS, TargetJudge, in_convention, numbers
 from compressreid.quant.plan import QuantPlan, check_quantize_inputs, quantize_verdict, source_metrics
 from compressreid.quant.ptq import calibrate, fallback_candidates, preprocess
@@ -148,21 +149,23 @@ def _latency(cfg: CfgNode, model_of, input_size, convention: InputConvention) ->
             for n in b.BATCHES}
 
 
-def _fallback(cfg: CfgNode, prepared: str, quantize, judge: TargetJudge, fp32_map: float, workdir: str,
-              first: Dict[str, float], all_int8_path: str, progress: bool) -> Tuple[Optional[str], Dict[str, object]]:
-    """Sensitivity analysis and FP32 fallback from the all-INT8 file ``all_int8_path`` (metrics ``first``); returns
-    the fallback model (None if nothing tried) and its record."""
+def _fallback(cfg: CfgNode, prepared: str, quantize, judge: TargetJudge, fp32_map: float, out_path: str,
+              first: Dict[str, float], all_int8_path: str, progress: bool
+              ) -> Tuple[Optional[str], Dict[str, object], Dict[str, float]]:
+    """Sensitivity analysis and FP32 fallback from the all-INT8 file ``all_int8_path`` (metrics ``first``) to
+    ``out_path``; returns the fallback model (None if nothing tried or the all-INT8 model is the best), its record
+    and the metrics of the model it leaves (mAP and cosine at least)."""
+    workdir = os.path.dirname(out_path)
     logger.warning("%s: INT8 model fails its gates (%s): measuring per-node sensitivity for the FP32 fallback",
                    judge.target.name, {k: round(v, 4) for k, v in first.items() if k in ("mAP", "cosine_mean")})
     ranking = layer_sensitivity(fallback_candidates(prepared, judge.target.fmt), quantize, judge, fp32_map, workdir,
-                                progress)
-    outcome = accuracy_aware_fallback(ranking, quantize, judge,
-                                      os.path.join(workdir, f"int8_fallback_{judge.target.name}.onnx"),
-                                      cfg.QUANT.FALLBACK.MAX_FP32_LAYERS, first, all_int8_path)
+                                progress, cfg.QUANT.FALLBACK.RANK_BY)
+    outcome = accuracy_aware_fallback(ranking, quantize, judge, out_path, cfg.QUANT.FALLBACK.MAX_FP32_LAYERS, first,
+                                      all_int8_path)
     record: Dict[str, object] = {"used": True, "sensitivity": [s.to_dict() for s in ranking],
                                  "tried": outcome.tried if outcome else [], "full_int8": first}
     if outcome is None:
-        return None, record
+        return None, record, first
     record["fp32_layers"] = outcome.fp32_layers
     record["no_effect"] = outcome.no_effect
     spread = None if outcome.passed else spread_diagnosis(ranking, first, outcome.tried)
@@ -174,7 +177,7 @@ def _fallback(cfg: CfgNode, prepared: str, quantize, judge: TargetJudge, fp32_ma
                        "e.g. configs/synthetic/qat_student.yml) trains the model for the INT8 grid",
                        judge.target.name, spread["worst_single_node_cosine_mean"], spread["all_int8_cosine_mean"],
                        max(len(t["fp32_layers"]) for t in outcome.tried), 100 * spread["recovered_share"])
-    return outcome.path or None, record
+    return outcome.path or None, record, outcome.metrics
 
 
 class _Run:
@@ -271,13 +274,17 @@ class _Run:
                 shutil.move(path, full_int8)
                 int8, first, shipped = alt_int8, judge.full_metrics(full_int8, alt_int8), name
         if not judge.passes(first) and q.FALLBACK.ENABLED and roundings and judge.fallback_can_help(first):
+            searches = []
             for name, prepared, quantize in roundings:  # the FP32 fallback, in each rounding until one passes
-                path, record = _fallback(self.cfg, prepared, quantize, judge, self.fp32[0].result.metrics["mAP"],
-                                         self.workdir, tried.get(name, first), files.get(name, ""),
-                                         self.progress)
-                fallback, candidate, shipped = record, path or files.get(name, full_int8), name
-                if record["tried"] and record["tried"][-1]["passed"]:
+                path, record, left = _fallback(
+                    self.cfg, prepared, quantize, judge, self.fp32[0].result.metrics["mAP"],
+                    os.path.join(self.workdir, f"int8_fallback_{name}_{target.name}.onnx"), tried.get(name, first),
+                    files.get(name, ""), self.progress)
+                searches.append(FallbackSearch(name, record, path or files.get(name, full_int8), left))
+                if searches[-1].passed:
                     break
+            kept = kept_search(searches)
+            shipped, fallback, candidate = kept.rounding, kept.record, kept.path
         if len(tried) > 1:  # the preferred rounding failed and the other one was judged
             fallback["weight_rounding"] = {"all_int8": {name: {k: m[k] for k in ("mAP", "cosine_mean") if k in m}
                                                         for name, m in tried.items()}, "shipped": shipped}

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from compressreid.quant.fallback import (JUDGED_PER_NODE, LayerSensitivity, accuracy_aware_fallback,
-                                         layer_sensitivity, spread_diagnosis)
+from compressreid.errors import ConfigError
+from compressreid.quant.fallback import (JUDGED_PER_NODE, FallbackSearch, LayerSensitivity, accuracy_aware_fallback,
+                                         kept_search, layer_sensitivity, rank, spread_diagnosis)
 
 FP32_MAP = 80.0
 
@@ -78,6 +79,25 @@ def test_sensitivity_quantizes_each_node_alone_and_ranks_most_sensitive_first(tm
     assert [(exclude, only) for _, exclude, only in quantize.calls] == [([], [c]) for c in ("c1", "c2", "c3", "c4",
                                                                                                "c5")]
     assert not list(tmp_path.iterdir())  # the scratch model is removed
+
+
+def test_sensitivity_ranked_by_cosine_puts_the_lowest_embedding_cosine_first(tmp_path):
+    quantize = FakeQuantizer()
+    judge = FakeJudge(quantize, metrics_of_only={
+        "c1": {"mAP": FP32_MAP - 3.0, "cosine_mean": 0.999},  # the largest mAP drop, but the embedding barely moves
+        "c2": {"mAP": FP32_MAP, "cosine_mean": 0.95},         # no mAP drop, the lowest cosine
+        "c3": {"mAP": FP32_MAP - 1.0, "cosine_mean": 0.98},
+        "c4": {"mAP": FP32_MAP - 2.0, "cosine_mean": 0.98},   # ties c3 on cosine, larger mAP drop: ranked before it
+    })
+    ranking = layer_sensitivity(["c1", "c2", "c3", "c4"], quantize, judge, FP32_MAP, str(tmp_path), progress=False,
+                                rank_by="cosine")
+    assert [s.layer for s in ranking] == ["c2", "c4", "c3", "c1"]
+    assert [s.layer for s in rank(ranking, "mAP")] == ["c1", "c4", "c3", "c2"]  # the same measurements by mAP
+
+
+def test_an_unknown_ranking_is_refused():
+    with pytest.raises(ConfigError, match="QUANT.FALLBACK.RANK_BY 'speed'"):
+        rank(RANKING, "speed")
 
 
 def test_fallback_keeps_the_top_k_and_stops_at_the_first_passing_k(tmp_path):
@@ -226,3 +246,16 @@ def test_spread_error_is_told_apart_from_error_held_by_a_few_nodes():
     assert spread_diagnosis(spread_ranking, {"cosine_mean": 0.968}, _tried(0.975, 0.985)) is None
     assert spread_diagnosis([], {"cosine_mean": 0.968}, _tried(0.97)) is None
     assert spread_diagnosis(spread_ranking, {"cosine_mean": 0.968}, []) is None
+
+
+def _search(rounding, map_, passed):
+    return FallbackSearch(rounding, {"tried": [{"passed": passed}]}, f"{rounding}.onnx",
+                          {"mAP": map_, "cosine_mean": 0.9})
+
+
+def test_the_run_keeps_the_passing_search_else_the_best_left_by_any_rounding():
+    gptq_better = [_search("gptq", 46.77, False), _search("nearest", 46.71, False)]
+    assert kept_search(gptq_better).rounding == "gptq"  # not the last one searched
+    assert kept_search([_search("gptq", 46.9, False), _search("nearest", 46.2, True)]).rounding == "nearest"
+    assert kept_search([_search("gptq", 46.9, True)]).path == "gptq.onnx"
+    assert not FallbackSearch("gptq", {"tried": []}, "", {"mAP": 1.0, "cosine_mean": 0.9}).passed

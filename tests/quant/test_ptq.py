@@ -19,7 +19,7 @@ from compressreid.export.onnx_export import example_images, export_onnx
 from compressreid.export.ort_model import ort_session
 from compressreid.quant.format import QuantFormat
 from compressreid.quant.ptq import (ACTIVATION_TYPES, CALIBRATION_METHODS, WEIGHTED_OPS, calibrate,
-                                    fallback_candidates, name_unnamed_nodes, preprocess, quantize_ptq,
+                                    fallback_candidates, float_tail, name_unnamed_nodes, preprocess, quantize_ptq,
                                     weighted_layers)
 from compressreid.quant.saturation import accumulation_bounds
 
@@ -180,10 +180,55 @@ def test_fallback_candidates_are_the_weighted_layers_and_the_joins_the_placement
     nodes = {n.name: n.op_type for n in onnx.load(prepared[1]).graph.node}
     candidates = fallback_candidates(prepared[1], QuantFormat())
     assert [n for n in candidates if nodes[n] in WEIGHTED_OPS] == weighted_layers(prepared[1])
-    assert sorted(nodes[n] for n in candidates if nodes[n] not in WEIGHTED_OPS) == ["Add"] * 8  # the residual sums
+    # the residual sums but the last, which follows the last convolution and stays float (float_tail)
+    assert sorted(nodes[n] for n in candidates if nodes[n] not in WEIGHTED_OPS) == ["Add"] * 7
     assert [n for n in nodes if n in candidates] == candidates  # in graph order
     # TensorRT's placement puts Q/DQ on weighted-layer inputs only: a float Add would change nothing
     assert fallback_candidates(prepared[1], QuantFormat(placement="weighted_inputs")) == weighted_layers(prepared[1])
+
+
+def test_the_float_tail_is_every_node_after_the_last_convolution(prepared):
+    model = onnx.load(prepared[1])
+    nodes = list(model.graph.node)
+    last_conv = max(i for i, n in enumerate(nodes) if n.op_type in WEIGHTED_OPS)
+    tail = float_tail(model)
+    assert tail == [n.name for n in nodes[last_conv + 1:]]
+    assert {nodes[i].op_type for i in range(last_conv + 1, len(nodes))} >= {"Add", "BatchNormalization"}
+
+
+def test_a_relu_on_the_last_layers_output_is_the_layers_not_the_tails():
+    """quantize_static folds such a ReLU into the layer's output quantizer (range from 0); left in float, the layer's
+    output would be quantized before it, codes spent on the negatives it clips."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 4, 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2, 1, 1])
+    w = numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")
+    for activation, tail in (("Relu", ["pool"]), ("Sigmoid", ["act", "pool"])):
+        nodes = [onnx.helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+                 onnx.helper.make_node(activation, ["c"], ["a"], name="act"),
+                 onnx.helper.make_node("GlobalAveragePool", ["a"], ["y"], name="pool")]
+        model = onnx.helper.make_model(onnx.helper.make_graph(nodes, "g", [x], [y], [w]))
+        assert float_tail(model) == tail, activation
+
+
+def test_the_fused_placement_runs_the_tail_in_float_and_every_layer_in_int8(prepared, batches, tmp_path):
+    g = Graph(quantize_ptq(prepared[1], str(tmp_path / "int8.onnx"), batches))
+    last_add = [n for n in g.of_type("Add")][-1]
+    assert all(g.producer[i].op_type == "DequantizeLinear" for i in last_add.input)  # it reads the INT8 trunk ...
+    downstream, frontier = [], list(last_add.output)
+    while frontier:  # ... and nothing after it is quantized again
+        for reader in g.consumers.get(frontier.pop(), []):
+            downstream.append(reader.op_type)
+            frontier.extend(reader.output)
+    assert downstream and not {"QuantizeLinear", "DequantizeLinear"} & set(downstream)
+    assert all(g.weight_dq(c) is not None for c in g.of_type("Conv"))
+    int8, fp32 = run(g.path), run(prepared[0])
+    cosine = (int8 * fp32).sum(1) / np.linalg.norm(int8, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert cosine.min() > 0.9, cosine
+    # TensorRT's placement quantizes weighted-layer inputs only, so its tail is float without being excluded
+    trt = Graph(quantize_ptq(prepared[1], str(tmp_path / "trt.onnx"), batches,
+                             fmt=QuantFormat(placement="weighted_inputs")))
+    assert not [n for n in trt.of_type("QuantizeLinear") if trt.producer.get(n.input[0]) is not None
+                and trt.producer[n.input[0]].name in float_tail(onnx.load(prepared[1]))]
 
 
 def test_preprocess_names_the_nodes_onnx_runtime_leaves_unnamed(tmp_path):
@@ -202,7 +247,6 @@ def test_preprocess_names_the_nodes_onnx_runtime_leaves_unnamed(tmp_path):
     onnx.save(model, str(tmp_path / "hs.onnx"))
     prepared = onnx.load(preprocess(str(tmp_path / "hs.onnx"), str(tmp_path / "prepared.onnx"))).graph
     assert all(n.name for n in prepared.node)
-    assert "" not in fallback_candidates(str(tmp_path / "prepared.onnx"), QuantFormat())
 
 
 def test_an_excluded_add_sums_in_float_and_the_rest_stays_quantized(prepared, batches, tmp_path):
