@@ -31,7 +31,8 @@ from compressreid.config import load_config
 from compressreid.data.build import load_test_sets
 from compressreid.evaluation.evaluator import ReIDEvaluator
 from compressreid.export.ort_model import OrtEmbedder
-from compressreid.quant.compare import Embedded, evaluate_cached, load_test_images, paired_difference, quantization_parity
+from compressreid.quant.compare import (Embedded, evaluate_cached, load_test_images, paired_difference,
+                                        quantization_parity)
 
 from _bench import per_query_ap
 
@@ -40,6 +41,12 @@ def query_ap(evaluator: ReIDEvaluator, model, images) -> Tuple[np.ndarray, Embed
     """AP (in %) of every query, in query order (NaN without a true match), and the embeddings."""
     embedded = evaluate_cached(evaluator, model, images)
     return per_query_ap(embedded.q_feats, embedded.g_feats, images, evaluator.metric), embedded
+
+
+def input_size(path: str) -> Tuple[int, int]:
+    """(height, width) of an ONNX file's image input."""
+    dims = onnx.load(path, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return dims[2].dim_value, dims[3].dim_value
 
 
 def main() -> None:
@@ -56,8 +63,10 @@ def main() -> None:
     if len(args.opts) % 2:
         parser.error("--opts needs KEY VALUE pairs")
     torch.set_num_threads(args.threads)
-    dims = onnx.load(args.onnx[0], load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-    height, width = dims[2].dim_value, dims[3].dim_value
+    sizes = {path: input_size(path) for path in [*args.onnx, *([args.against] if args.against else [])]}
+    if len(set(sizes.values())) > 1:
+        parser.error(f"the files take different input sizes: {sizes}")
+    height, width = sizes[args.onnx[0]]
     cfg = load_config(args.config, ["INPUT.SIZE_TEST", repr([height, width]), "TEST.TOPK", "0", *args.opts])
     images = load_test_images(cfg, load_test_sets(cfg)[0])
     evaluator = ReIDEvaluator.from_config(cfg)
@@ -83,6 +92,7 @@ def report(path: str, optimised: Tuple[np.ndarray, Embedded], reference: Tuple[n
           f"{np.nanmean(reference_ap):.3f}; paired difference {mean:+.3f} +- {stderr:.3f} (standard error); "
           f"{(np.abs(diff) > 1e-6).sum()} queries changed, the largest by {np.abs(diff).max():.2f} AP points; "
           f"embedding cosine mean / min {parity['cosine_mean']:.4f} / {parity['cosine_min']:.4f}")
+
 
 if __name__ == "__main__":
     main()

@@ -92,7 +92,8 @@ def rank(results: Sequence[LayerSensitivity], rank_by: str = "mAP") -> List[Laye
 
 def layer_sensitivity(nodes: Sequence[str], quantize: Quantizer, judge: Judge, fp32_map: float, workdir: str,
                       progress: bool = True, rank_by: str = "mAP") -> List[LayerSensitivity]:
-    """Quantize each of ``nodes`` alone and measure mAP drop and embedding cosine; most sensitive first (:func:`rank`)."""
+    """Quantize each of ``nodes`` alone and measure mAP drop and embedding cosine; most sensitive first
+    (:func:`rank`)."""
     results = []
     path = os.path.join(workdir, "sensitivity.onnx")
     for layer in tqdm(nodes, desc="layer sensitivity", unit="node", disable=not progress, dynamic_ncols=True,

@@ -16,8 +16,8 @@ ACTIVATION_TYPES = ("uint8", "int8")
 WEIGHT_BITS = (7, 8)
 # Where PTQ puts activation Q/DQ pairs. "fused": on the inputs and outputs of every operator ONNX Runtime's CPU
 # kernels chain in integer form (Conv -> Add -> Relu -> MaxPool ...), so its sessions run whole chains in INT8;
-# what follows the last weighted layer (its activation, a last residual Add, the pooling head) stays float
-# (compressreid.quant.ptq.float_tail).
+# what follows the last weighted layer and a ReLU on its output (a last residual Add or h-swish, the pooling head)
+# stays float (compressreid.quant.ptq.float_tail).
 # "weighted_inputs": on the inputs of weighted layers (Conv, Gemm, MatMul) only, outputs and element-wise ops left
 # to the runtime: TensorRT's recommended placement (its builder fuses a convolution's epilogue itself and reads a
 # residual branch that is already quantized as another layer's input through the same Q/DQ). PTQ only: QAT

@@ -38,13 +38,15 @@ WEIGHTED_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 # because quantizing the embedding itself costs retrieval accuracy (cosine 0.985 on R18) for no speed; and Concat
 # (in these models only IBN's InstanceNorm/BatchNorm halves): a quantized Concat input becomes element-wise nodes
 # OpenVINO cannot fuse (0.92x its CPU time at batch 32 without, R50-IBN 1/4), ONNX Runtime runs the same either way.
-# For the same reason as the head, nothing after the last weighted layer is quantized (float_tail).
+# For the same reason as the head, nothing after the last weighted layer is quantized but a ReLU / Clip on its own
+# output (float_tail).
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "MaxPool", "AveragePool",
                  "Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Resize")
 # What the accuracy-aware fallback may keep in float: the weighted layers, and the element-wise joins that own
 # activation quantizers of their own (a residual Add quantizes both branches and the sum; a gate's Mul its product).
 # Where the error sits in the activations, the joins are what helps: ResNet-18-IBN 1/4 at a 0.2 mAP bound, one
-# residual Add in float passes (drop 0.12) where six convolutions in float did not (0.58; README, "Ours against NNCF").
+# residual Add in float passed (drop 0.12) where six convolutions in float did not (0.58; README, "Ours against
+# NNCF"); that Add was the last one, which the float tail now leaves in float by default (README, "The float tail").
 FALLBACK_OPS = WEIGHTED_OPS + ("Add", "Mul")
 
 
@@ -237,16 +239,15 @@ def float_tail(model: onnx.ModelProto) -> List[str]:
     last convolution was a HardSigmoid and a Mul with quantized inputs and outputs, 0.9684 -> 0.9726).
     """
     graph = model.graph
-    readers: Dict[str, List[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    producers = {out: node for node in graph.node for out in node.output}
-    feeds_layer: Dict[int, bool] = {}
-    for index in reversed(range(len(graph.node))):  # ONNX graphs are topologically sorted: readers come later
-        node = graph.node[index]
-        feeds_layer[id(node)] = any(r.op_type in WEIGHTED_OPS or feeds_layer.get(id(r), False)
-                                    for out in node.output for r in readers.get(out, ()))
+    producers = {out: node for node in graph.node for out in node.output if out}
+    feeds_layer = set()  # ids of the nodes some weighted layer reads from, directly or not (any node order)
+    stack = [node for node in graph.node if node.op_type in WEIGHTED_OPS]
+    while stack:
+        for name in stack.pop().input:
+            source = producers.get(name) if name else None
+            if source is not None and id(source) not in feeds_layer:
+                feeds_layer.add(id(source))
+                stack.append(source)
 
     def layer_activation(node: onnx.NodeProto) -> bool:
         # a ReLU / Clip on a layer's output is the layer's: quantize_static folds it into the layer's output
@@ -256,7 +257,7 @@ def float_tail(model: onnx.ModelProto) -> List[str]:
         return node.op_type in REMOVABLE_ACTIVATIONS and source is not None and source.op_type in WEIGHTED_OPS
 
     return [n.name for n in graph.node
-            if n.name and n.op_type not in WEIGHTED_OPS and not feeds_layer[id(n)] and not layer_activation(n)]
+            if n.name and n.op_type not in WEIGHTED_OPS and id(n) not in feeds_layer and not layer_activation(n)]
 
 
 def weighted_layers(path: str) -> List[str]:
@@ -347,7 +348,7 @@ def quantize_ptq(prepared_path: str, out_path: str, batches: Sequence[torch.Tens
     the format.
 
     Args:
-        exclude: node names kept in FP32 (accuracy-aware fallback).
+        exclude: node names kept in FP32 (accuracy-aware fallback); the "fused" placement adds :func:`float_tail`.
         only: quantize these nodes alone (per-layer sensitivity); empty = every supported node.
         calibration_cache: ranges from :func:`calibrate` for this graph and ``method``; empty = calibrate here.
         weight_codes: int8 weight codes by layer name, from an earlier quantization of this graph in this format

@@ -208,27 +208,37 @@ def test_a_relu_on_the_last_layers_output_is_the_layers_not_the_tails():
                  onnx.helper.make_node("GlobalAveragePool", ["a"], ["y"], name="pool")]
         model = onnx.helper.make_model(onnx.helper.make_graph(nodes, "g", [x], [y], [w]))
         assert float_tail(model) == tail, activation
+        del model.graph.node[:]  # listed out of order: the tail is the same
+        model.graph.node.extend(nodes[::-1])
+        assert sorted(float_tail(model)) == sorted(tail), activation
 
 
 def test_the_fused_placement_runs_the_tail_in_float_and_every_layer_in_int8(prepared, batches, tmp_path):
     g = Graph(quantize_ptq(prepared[1], str(tmp_path / "int8.onnx"), batches))
     last_add = [n for n in g.of_type("Add")][-1]
     assert all(g.producer[i].op_type == "DequantizeLinear" for i in last_add.input)  # it reads the INT8 trunk ...
-    downstream, frontier = [], list(last_add.output)
-    while frontier:  # ... and nothing after it is quantized again
-        for reader in g.consumers.get(frontier.pop(), []):
-            downstream.append(reader.op_type)
-            frontier.extend(reader.output)
-    assert downstream and not {"QuantizeLinear", "DequantizeLinear"} & set(downstream)
+    assert downstream_ops(g, last_add.output) and not {"QuantizeLinear", "DequantizeLinear"} & downstream_ops(
+        g, last_add.output)  # ... and nothing after it is quantized again
     assert all(g.weight_dq(c) is not None for c in g.of_type("Conv"))
     int8, fp32 = run(g.path), run(prepared[0])
     cosine = (int8 * fp32).sum(1) / np.linalg.norm(int8, axis=1) / np.linalg.norm(fp32, axis=1)
     assert cosine.min() > 0.9, cosine
-    # TensorRT's placement quantizes weighted-layer inputs only, so its tail is float without being excluded
+    # TensorRT's placement quantizes weighted-layer inputs only, so nothing after its last convolution either
     trt = Graph(quantize_ptq(prepared[1], str(tmp_path / "trt.onnx"), batches,
                              fmt=QuantFormat(placement="weighted_inputs")))
-    assert not [n for n in trt.of_type("QuantizeLinear") if trt.producer.get(n.input[0]) is not None
-                and trt.producer[n.input[0]].name in float_tail(onnx.load(prepared[1]))]
+    last_conv = trt.of_type("Conv")[-1]
+    assert "Add" in downstream_ops(trt, last_conv.output)
+    assert not {"QuantizeLinear", "DequantizeLinear"} & downstream_ops(trt, last_conv.output)
+
+
+def downstream_ops(g: Graph, outputs) -> set:
+    """Op types of every node reading ``outputs``, directly or through other nodes."""
+    found, frontier = set(), list(outputs)
+    while frontier:
+        for reader in g.consumers.get(frontier.pop(), []):
+            found.add(reader.op_type)
+            frontier.extend(reader.output)
+    return found
 
 
 def test_preprocess_names_the_nodes_onnx_runtime_leaves_unnamed(tmp_path):
