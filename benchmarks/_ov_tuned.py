@@ -17,7 +17,7 @@ from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
 from compressreid.quant.format import QuantFormat as OurFormat
 from compressreid.quant.ptq import (QUANTIZED_OPS, calibrate, check_calibration_method, feed_float_layers_float,
-                                   float_tail, preprocess)
+                                   placement_exclusions, preprocess)
 
 # name -> what it changes (see extra_options below)
 VARIANTS = {
@@ -89,11 +89,12 @@ def quantize_ov_tuned(fp32_path: str, out_path: str, batches: Sequence[torch.Ten
         prepared = preprocess(fp32_path, os.path.join(tmp, "prepared.onnx"))
         cache = calibrate(prepared, list(batches), os.path.join(tmp, "ranges.json"), method)  # as quantize_ptq
         activations = QuantType.QUInt8 if fmt.activations == "uint8" else QuantType.QInt8
+        graph = onnx.load(prepared)
         quantize_static(prepared, out_path, None, quant_format=QuantFormat.QDQ, activation_type=activations,
                         weight_type=QuantType.QInt8, per_channel=fmt.per_channel, reduce_range=fmt.weight_bits == 7,
                         calibrate_method=check_calibration_method(method), op_types_to_quantize=op_types(variant),
-                        nodes_to_exclude=float_tail(onnx.load(prepared)) if fmt.placement == "fused" else [],
-                        extra_options=extra_options(onnx.load(prepared), fmt, variant), calibration_cache_path=cache)
+                        nodes_to_exclude=placement_exclusions(graph, fmt),
+                        extra_options=extra_options(graph, fmt, variant), calibration_cache_path=cache)
         model = onnx.load(out_path)
         changed = bool(feed_float_layers_float(model, prepared))
         if "float_split" in variant:

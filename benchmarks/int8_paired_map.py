@@ -75,7 +75,8 @@ def main() -> None:
         reference = query_ap(evaluator, OrtEmbedder(args.against, threads=args.threads, optimized=True), images)
     for path in args.onnx:
         optimised = query_ap(evaluator, OrtEmbedder(path, threads=args.threads, optimized=True), images)
-        against = reference or query_ap(evaluator, OrtEmbedder(path, threads=args.threads, optimized=False), images)
+        against = reference if reference is not None else query_ap(
+            evaluator, OrtEmbedder(path, threads=args.threads, optimized=False), images)
         report(path, optimised, against, args.against or "node by node", evaluator.metric)
 
 

@@ -260,6 +260,12 @@ def float_tail(model: onnx.ModelProto) -> List[str]:
             if n.name and n.op_type not in WEIGHTED_OPS and id(n) not in feeds_layer and not layer_activation(n)]
 
 
+def placement_exclusions(model: onnx.ModelProto, fmt: QuantFormat) -> List[str]:
+    """The nodes ``fmt``'s placement leaves in float besides what its operator list skips: the "fused" placement's
+    :func:`float_tail` ("weighted_inputs" quantizes nothing there anyway)."""
+    return float_tail(model) if fmt.placement == "fused" else []
+
+
 def weighted_layers(path: str) -> List[str]:
     """Names of the nodes quantization acts on (convolutions and matrix products), in graph order."""
     return [node.name for node in onnx.load(path).graph.node if node.op_type in WEIGHTED_OPS]
@@ -270,7 +276,7 @@ def fallback_candidates(path: str, fmt: QuantFormat) -> List[str]:
     order: every weighted layer, and the Add/Mul joins where the placement puts Q/DQ pairs around them."""
     op_types = set(placement_options(fmt)[0]) & set(FALLBACK_OPS)
     model = onnx.load(path)
-    left_float = set(float_tail(model)) if fmt.placement == "fused" else set()
+    left_float = set(placement_exclusions(model, fmt))
     return [node.name for node in model.graph.node
             if node.op_type in op_types and node.name and node.name not in left_float]
 
@@ -348,7 +354,7 @@ def quantize_ptq(prepared_path: str, out_path: str, batches: Sequence[torch.Tens
     the format.
 
     Args:
-        exclude: node names kept in FP32 (accuracy-aware fallback); the "fused" placement adds :func:`float_tail`.
+        exclude: node names kept in FP32 (accuracy-aware fallback), besides :func:`placement_exclusions`.
         only: quantize these nodes alone (per-layer sensitivity); empty = every supported node.
         calibration_cache: ranges from :func:`calibrate` for this graph and ``method``; empty = calibrate here.
         weight_codes: int8 weight codes by layer name, from an earlier quantization of this graph in this format
@@ -364,8 +370,7 @@ def quantize_ptq(prepared_path: str, out_path: str, batches: Sequence[torch.Tens
     try:
         cache = calibration_cache or calibrate(prepared_path, batches, own_cache, method, percentile, histogram_bins)
         op_types, placement = placement_options(fmt)
-        if fmt.placement == "fused":
-            exclude = [*exclude, *float_tail(onnx.load(prepared_path))]
+        exclude = [*exclude, *placement_exclusions(onnx.load(prepared_path), fmt)]
         quantize_static(prepared_path, tmp, None, quant_format=OrtQuantFormat.QDQ, activation_type=activations,
                         weight_type=QuantType.QInt8, per_channel=fmt.per_channel, reduce_range=fmt.weight_bits == 7,
                         calibrate_method=calibrate_method, nodes_to_exclude=list(exclude),
