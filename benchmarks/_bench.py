@@ -1,6 +1,7 @@
-"""Shared helpers of the runtime benchmarks (runtime_speed.py, peer_nncf.py): models with random weights and warmed
-BN statistics, our INT8 and NNCF's INT8 of one FP32 ONNX file, a runner per runtime, interleaved timing, and per-query
-AP with paired differences."""
+"""Shared helpers of the benchmarks (runtime_speed.py, peer_nncf.py, ptq_rounding.py, int8_error_split.py): a
+quantize run's FP32 model as the run judges it, models with random weights and warmed BN statistics, our INT8 and
+NNCF's INT8 of one FP32 ONNX file, a runner per runtime, interleaved timing, and per-query AP with paired
+differences."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import resource
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Callable, Dict, Hashable, List, Sequence, Tuple
 
 import numpy as np
@@ -17,14 +19,18 @@ import torch
 from torch import nn
 
 from compressreid.config import load_config
+from compressreid.data.build import load_test_sets
 from compressreid.evaluation.distance import compute_distance
-from compressreid.evaluation.evaluator import encode_identities
+from compressreid.evaluation.evaluator import ReIDEvaluator, encode_identities
 from compressreid.evaluation.rank import evaluate_rank_detailed
 from compressreid.export.onnx_export import example_images
+from compressreid.export.ort_model import OrtEmbedder
 from compressreid.modeling import build_model
+from compressreid.quant.compare import Embedded, TestImages, evaluate_cached, load_test_images
 from compressreid.quant.format import QuantFormat
 from compressreid.quant.ptq import WEIGHTED_OPS, preprocess, quantize_ptq
 from compressreid.quant.refine import NEAREST, Refinement
+from compressreid.quant.targets import QuantTarget, build_targets
 
 from _pair_timing import paired_ratios
 
@@ -35,6 +41,33 @@ RUNTIMES = ("onnxruntime", "openvino", "openvino-static")
 # CPUs with AMX: what a user gets who compiles the FP32 file without a hint).
 OPT_IN_RUNTIMES = ("openvino-static-default",)
 Runner = Callable[[np.ndarray], np.ndarray]
+
+
+# ---- a quantize run's FP32 model, judged as the run judges ------------------------------------------------------
+@dataclass
+class QuantRun:
+    """What the PTQ benchmarks read from a tools/quantize.py run folder: its config with one target, that target,
+    the first test set's images and evaluator, the FP32 file and its evaluation in ONNX Runtime."""
+
+    cfg: object
+    target: QuantTarget
+    images: TestImages
+    evaluator: ReIDEvaluator
+    fp32_path: str
+    fp32: Embedded
+
+    @property
+    def fp32_map(self) -> float:
+        return float(self.fp32.result.metrics["mAP"])
+
+
+def load_quant_run(run: str, target_name: str, threads: int) -> QuantRun:
+    cfg = load_config(os.path.join(run, "config.yaml"), ["QUANT.TARGETS", repr((target_name,))])
+    images = load_test_images(cfg, load_test_sets(cfg)[0])
+    evaluator = ReIDEvaluator.from_config(cfg)
+    fp32_path = os.path.join(run, "student_fp32.onnx")
+    fp32 = evaluate_cached(evaluator, OrtEmbedder(fp32_path, threads=threads), images)
+    return QuantRun(cfg, build_targets(cfg)[0], images, evaluator, fp32_path, fp32)
 
 
 # ---- models ------------------------------------------------------------------------------------------------------

@@ -25,34 +25,29 @@ from typing import Dict, List, Sequence
 
 import torch
 
-from compressreid.config import load_config
-from compressreid.data.build import load_test_sets
-from compressreid.evaluation.evaluator import ReIDEvaluator
 from compressreid.export.cpu import cpu_flags, this_kind
-from compressreid.export.ort_model import OrtEmbedder
 from compressreid.quant.calibration import calibration_batches
-from compressreid.quant.compare import evaluate_cached, load_test_images, quantization_parity
+from compressreid.quant.compare import evaluate_cached, quantization_parity
 from compressreid.quant.format import PLACEMENTS
 from compressreid.quant.ptq import CALIBRATION_METHODS, calibrate, preprocess, quantize_ptq
 from compressreid.quant.refine import Refinement
-from compressreid.quant.targets import build_targets
+
+from _bench import load_quant_run
 
 REFINEMENTS = {"nearest": Refinement("nearest", False), "bias": Refinement("nearest", True),
-               "gptq": Refinement("gptq", False), "gptq+bias": Refinement("gptq", True)}
+               "gptq": Refinement("gptq", False), "gptq+bias": Refinement("gptq", True),
+               "gptaq": Refinement("gptaq", False), "gptaq0.5": Refinement("gptaq", False, alpha=0.5)}
+DEFAULT_REFINEMENTS = ("nearest", "bias", "gptq", "gptq+bias")
 
 
 def measure(run: str, target_name: str, seeds: List[int], refinements: List[str], threads: int,
             methods: Sequence[str] = (), placement: str = "") -> List[Dict]:
     """One row per (calibration method, seed, refinement) of one quantize run folder; ``methods`` empty = the
     run's own QUANT.CALIBRATION.METHOD; ``placement`` replaces the target format's Q/DQ placement."""
-    cfg = load_config(os.path.join(run, "config.yaml"), ["QUANT.TARGETS", repr((target_name,))])
-    target = build_targets(cfg)[0]
+    loaded = load_quant_run(run, target_name, threads)
+    cfg, target, images, evaluator, fp32 = loaded.cfg, loaded.target, loaded.images, loaded.evaluator, loaded.fp32
     fmt = replace(target.fmt, placement=placement) if placement else target.fmt
-    images = load_test_images(cfg, load_test_sets(cfg)[0])
-    evaluator = ReIDEvaluator.from_config(cfg)
-    fp32_path = os.path.join(run, "student_fp32.onnx")
-    fp32 = evaluate_cached(evaluator, OrtEmbedder(fp32_path, threads=threads), images)
-    fp32_map = float(fp32.result.metrics["mAP"])
+    fp32_path, fp32_map = loaded.fp32_path, loaded.fp32_map
     c = cfg.QUANT.CALIBRATION
     rows = []
     with tempfile.TemporaryDirectory(prefix="ptq-rounding-") as tmp:
@@ -107,7 +102,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="tools/quantize.py run folders (config.yaml + student_fp32.onnx)")
     parser.add_argument("--target", default="ort_portable", help="whose format (QUANT.TARGETS name)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="calibration samples")
-    parser.add_argument("--refinements", nargs="+", default=list(REFINEMENTS), choices=list(REFINEMENTS))
+    parser.add_argument("--refinements", nargs="+", default=list(DEFAULT_REFINEMENTS), choices=list(REFINEMENTS))
     parser.add_argument("--methods", nargs="+", default=[], choices=sorted(CALIBRATION_METHODS),
                         help="calibration methods to compare (default: each run's own)")
     parser.add_argument("--placement", default="", choices=["", *PLACEMENTS],

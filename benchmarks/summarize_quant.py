@@ -44,7 +44,11 @@ def rounding_label(quantization: Dict[str, object], fmt: Dict[str, object], fall
     refinement = quantization.get("refinement", {})
     if quantization.get("method") != "ptq" or not fmt or not refinement:
         return ""
-    preferred = "GPTQ" if fmt.get("weight_bits") in refinement.get("gptq_weight_bits", []) else "nearest"
+    asked = refinement.get("weight_rounding", "auto")
+    if asked in ("auto", "nearest"):
+        preferred = "GPTQ" if fmt.get("weight_bits") in refinement.get("gptq_weight_bits", []) else "nearest"
+    else:  # asked for by name: every format gets it
+        preferred = {"gptq": "GPTQ", "gptaq": "GPTAQ"}.get(asked, asked)
     shipped = fallback.get("weight_rounding", {}).get("shipped")
     if shipped and shipped.upper() != preferred.upper():
         return f"; {preferred} file failed a gate, {shipped} {'shipped' if accepted else 'judged too'}"

@@ -33,13 +33,58 @@ def conv_input_gram(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[in
         (groups, K, K) float64 sums with K = C / groups * kh * kw, in the weight's (channel, kh, kw) order, and the
         number of columns summed.
     """
+    cols = _columns(x, kernel, strides, pads, dilations, groups)
+    return torch.einsum("ngkl,ngml->gkm", cols, cols).double(), cols.shape[0] * cols.shape[-1]
+
+
+def conv_input_cross_gram(reference: torch.Tensor, x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int],
+                          pads: Sequence[int], dilations: Sequence[int], groups: int) -> Tuple[torch.Tensor, int]:
+    """Per group, the sum of ``r c^T`` over the receptive-field columns ``r`` of ``reference`` (what the FP32 graph
+    feeds the convolution) and ``c`` of ``x`` (what the quantized graph feeds it, same images): the cross term of
+    asymmetric calibration (:func:`asymmetric_target`). Same shapes and arguments as :func:`conv_input_gram`."""
+    r = _columns(reference, kernel, strides, pads, dilations, groups)
+    c = _columns(x, kernel, strides, pads, dilations, groups)
+    return torch.einsum("ngkl,ngml->gkm", r, c).double(), c.shape[0] * c.shape[-1]
+
+
+def _columns(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], pads: Sequence[int],
+             dilations: Sequence[int], groups: int) -> torch.Tensor:
+    """(N, groups, K, L) receptive-field columns of a 2-D convolution's input."""
     (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
     x = F.pad(x.float(), (pads[1], pads[3], pads[0], pads[2]))
     # Tensor.unfold windows (a view) instead of F.unfold: im2col ran 6-100x slower on these shapes (2 cores)
     windows = x.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)[..., ::dh, ::dw]
     n, c, out_h, out_w = windows.shape[:4]
-    cols = windows.permute(0, 1, 4, 5, 2, 3).reshape(n, groups, c // groups * kh * kw, out_h * out_w)
-    return torch.einsum("ngkl,ngml->gkm", cols, cols).double(), n * out_h * out_w
+    return windows.permute(0, 1, 4, 5, 2, 3).reshape(n, groups, c // groups * kh * kw, out_h * out_w)
+
+
+def asymmetric_target(weight: torch.Tensor, hessian: torch.Tensor, difference: torch.Tensor, alpha: float = 1.0,
+                      damp: float = DEFAULT_DAMP) -> torch.Tensor:
+    """The weights whose rounding by :func:`gptq_round` on ``hessian`` minimises ``|W X - Q X~|``: the quantized
+    layer's output on its quantized-graph inputs ``X~`` against the FP32 layer's output on the FP32 graph's inputs
+    ``X`` (asymmetric calibration: GPTAQ, Li et al., ICML 2025), so the layer also absorbs the error upstream
+    quantization left in its inputs, not only its own rounding error.
+
+    Since ``|W X - Q X~|^2 = |(T - Q) X~|^2 + const`` for ``T = W X X~^T (X~ X~^T)^-1``, GPTQ on ``T`` with the
+    usual ``H = X~ X~^T`` solves it. Written ``T = W + alpha W D H_d^-1`` with ``D = (X - X~) X~^T`` (taken from
+    the input error directly, not as a difference of two large sums) and ``H_d`` ``H`` dampened as
+    :func:`gptq_round` dampens it; ``alpha`` 1 is the full correction, 0 plain GPTQ (``T = W`` whenever ``X = X~``).
+
+    Args:
+        weight: ([G,] rows, K) FP32 weights; hessian, difference: ([G,] K, K) second moments, same normalisation
+            (e.g. :func:`conv_input_gram` and :func:`conv_input_cross_gram` of ``X - X~`` with ``X~``, each over
+            its count).
+    """
+    single = weight.dim() == 2
+    w = (weight[None] if single else weight).double()
+    h = (hessian[None] if single else hessian).double()
+    d = (difference[None] if single else difference).double()
+    diagonal = torch.diagonal(h, dim1=-2, dim2=-1).clone()
+    diagonal[diagonal == 0] = 1.0  # as gptq_round: inputs never active count as 1 in the dampening's mean
+    h_d = h + damp * diagonal.mean(dim=-1)[:, None, None] * torch.eye(h.shape[-1], dtype=h.dtype)
+    shift = torch.linalg.solve(h_d, (w @ d).transpose(-1, -2)).transpose(-1, -2)  # (W D) H_d^-1, H_d symmetric
+    target = w + alpha * shift
+    return target[0] if single else target
 
 
 def gptq_round(weight: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor, qmax: int,

@@ -11,8 +11,13 @@ Bias correction (Nagel et al., "Data-Free Quantization Through Weight Equalizati
 empirical form): the per-channel mean of a layer's output over the calibration images, FP32 graph minus quantized
 graph, is added to its bias, so the quantization error no longer shifts the channel's mean.
 
+Asymmetric calibration ("gptaq", GPTAQ: Li et al., ICML 2025): GPTQ fitted to the FP32 layer's output on the FP32
+graph's own inputs instead of to the FP32 weights on the quantized graph's inputs, so each layer also absorbs what
+upstream quantization left in its inputs (compressreid.quant.gptq.asymmetric_target).
+
 Measured (README, "PTQ weight rounding"): GPTQ raises the embedding cosine to FP32 on every reference model; bias
-correction on top of it did not help, so QUANT.BIAS_CORRECTION is off by default.
+correction on top of it did not help, so QUANT.BIAS_CORRECTION is off by default; nor did asymmetric calibration
+(README, "Where MobileNetV3-small's PTQ loss comes from"), so "auto" stays GPTQ.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import Collection, Dict, Iterator, List, Sequence
+from typing import Collection, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -32,12 +37,13 @@ from onnx import helper, numpy_helper
 from tqdm import tqdm
 
 from compressreid.errors import ConfigError
-from compressreid.quant.gptq import DEFAULT_DAMP, conv_input_gram, gptq_round
+from compressreid.quant.gptq import (DEFAULT_DAMP, asymmetric_target, conv_input_cross_gram, conv_input_gram,
+                                     gptq_round)
 from compressreid.quant.saturation import int8_weighted_nodes
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_ROUNDINGS = ("auto", "nearest", "gptq")
+WEIGHT_ROUNDINGS = ("auto", "nearest", "gptq", "gptaq")
 # "auto": GPTQ where the format gives up the 7th weight bit (the portable formats), nearest rounding on 8-bit
 # weights. Measured (README, "PTQ weight rounding"): with 7-bit weights GPTQ lowered the mAP drop of ResNet-18 1/4
 # from 0.49 to 0.08 (3 calibration samples); with 8-bit weights it raised the embedding cosine too but not the mAP
@@ -51,15 +57,19 @@ class Refinement:
 
     Attributes:
         weight_rounding: "nearest" (quantize_static's own), "gptq" (convolution weights; other layers keep
-            nearest rounding) or "auto" (GPTQ for 7-bit weight formats, nearest for 8-bit: :meth:`for_format`;
-            the quantize run also judges the nearest-rounded file when GPTQ's fails a gate).
+            nearest rounding), "gptaq" (GPTQ against the FP32 graph's own layer inputs: asymmetric calibration,
+            compressreid.quant.gptq.asymmetric_target) or "auto" (GPTQ for 7-bit weight formats, nearest for
+            8-bit: :meth:`for_format`; the quantize run also judges the nearest-rounded file when GPTQ's fails a
+            gate).
         bias_correction: correct each integer layer's bias for the mean shift of its output.
         damp: GPTQ's dampening, a share of the mean diagonal of the input second moment.
+        alpha: how much of the asymmetric correction "gptaq" applies (1: all of it).
     """
 
     weight_rounding: str = "auto"
     bias_correction: bool = False
     damp: float = DEFAULT_DAMP
+    alpha: float = 1.0
 
     def __post_init__(self):
         if self.weight_rounding not in WEIGHT_ROUNDINGS:
@@ -80,7 +90,8 @@ class Refinement:
         """What the model card says about it."""
         return {"weight_rounding": self.weight_rounding, "bias_correction": self.bias_correction,
                 **({"gptq_weight_bits": list(GPTQ_WEIGHT_BITS)} if self.weight_rounding == "auto" else {}),
-                **({"gptq_damp": self.damp} if self.weight_rounding != "nearest" else {})}
+                **({"gptq_damp": self.damp} if self.weight_rounding != "nearest" else {}),
+                **({"gptaq_alpha": self.alpha} if self.weight_rounding == "gptaq" else {})}
 
 
 NEAREST = Refinement("nearest", False)
@@ -138,20 +149,29 @@ def _plain_conv2d(node: onnx.NodeProto, weight: np.ndarray) -> bool:
 
 def _gptq_conv(model: onnx.ModelProto, initializers: Dict[str, onnx.TensorProto], node: onnx.NodeProto,
                weight_dq: onnx.NodeProto, fp32_weight: np.ndarray, batches: Sequence[torch.Tensor], qmax: int,
-               damp: float) -> None:
-    """Replace a Conv's int8 weight codes by GPTQ's, on the inputs the graph gives it now (in place)."""
+               damp: float, reference: Optional[Tuple[onnx.ModelProto, str]] = None, alpha: float = 1.0) -> None:
+    """Replace a Conv's int8 weight codes by GPTQ's, on the inputs the graph gives it now (in place); with
+    ``reference`` (the FP32 graph and the tensor it feeds this Conv), against the FP32 layer's output on the FP32
+    graph's inputs (asymmetric calibration, ``alpha`` of it)."""
     codes = initializers[weight_dq.input[0]]
     current = numpy_helper.to_array(codes)
     scale = np.broadcast_to(numpy_helper.to_array(initializers[weight_dq.input[1]]).astype(np.float64),
                             (fp32_weight.shape[0],))
     kernel = list(_attribute(node, "kernel_shape", fp32_weight.shape[2:]))
     groups = int(_attribute(node, "group", 1))
-    gram, count = 0.0, 0
-    for (x,) in _tensors(model, [node.input[0]], batches):
-        g, n = conv_input_gram(torch.from_numpy(x), kernel, _attribute(node, "strides", [1, 1]),
-                               _attribute(node, "pads", [0, 0, 0, 0]), _attribute(node, "dilations", [1, 1]), groups)
+    geometry = (kernel, _attribute(node, "strides", [1, 1]), _attribute(node, "pads", [0, 0, 0, 0]),
+                _attribute(node, "dilations", [1, 1]), groups)
+    gram, difference, count = 0.0, 0.0, 0
+    references = _tensors(reference[0], [reference[1]], batches) if reference else iter(lambda: (None,), None)
+    for (x,), (r,) in zip(_tensors(model, [node.input[0]], batches), references):
+        g, n = conv_input_gram(torch.from_numpy(x), *geometry)
         gram, count = gram + g, count + n
+        if r is not None:  # (X - X~) X~^T: what the FP32 graph feeds the layer minus what this graph feeds it
+            error = torch.from_numpy(r - x)
+            difference = difference + conv_input_cross_gram(error, torch.from_numpy(x), *geometry)[0]
     rows = torch.from_numpy(fp32_weight.reshape(groups, fp32_weight.shape[0] // groups, -1).astype(np.float64))
+    if reference:
+        rows = asymmetric_target(rows, gram / count, difference / count, alpha, damp)
     new = gptq_round(rows, gram / count, torch.from_numpy(scale.reshape(groups, -1).copy()), qmax, damp)
     codes.CopyFrom(numpy_helper.from_array(new.numpy().reshape(current.shape).astype(np.int8), codes.name))
 
@@ -229,10 +249,13 @@ def refine_qdq(model: onnx.ModelProto, fp32: onnx.ModelProto, batches: Sequence[
                  f"{', bias correction' if refinement.bias_correction else ''})", unit="layer", leave=False,
                  dynamic_ncols=True, disable=None)  # a bar with ETA on a terminal, nothing in logs
     for node, weight in steps:
-        if refinement.weight_rounding == "gptq" and node.name not in fixed:
-            fp32_weight = numpy_helper.to_array(fp32_weights[fp32_nodes[node.name].input[1]])
+        if refinement.weight_rounding in ("gptq", "gptaq") and node.name not in fixed:
+            fp32_node = fp32_nodes[node.name]
+            fp32_weight = numpy_helper.to_array(fp32_weights[fp32_node.input[1]])
             if _plain_conv2d(node, fp32_weight):
-                _gptq_conv(model, initializers, node, weight, fp32_weight, batches, weight_qmax, refinement.damp)
+                reference = (fp32, fp32_node.input[0]) if refinement.weight_rounding == "gptaq" else None
+                _gptq_conv(model, initializers, node, weight, fp32_weight, batches, weight_qmax, refinement.damp,
+                           reference, refinement.alpha)
         if refinement.bias_correction:
             got = _channel_means(model, [node.output[0]], batches)[node.output[0]]
             _correct_bias(initializers, producers, node, references[node.name] - got)

@@ -285,6 +285,9 @@ class _Run:
                     break
             kept = kept_search(searches)
             shipped, fallback, candidate = kept.rounding, kept.record, kept.path
+            if len(searches) > 1:  # what each rounding's search left, the kept one among them
+                fallback["searches"] = {s.rounding: {k: s.metrics[k] for k in ("mAP", "cosine_mean")}
+                                        for s in searches}
         if len(tried) > 1:  # the preferred rounding failed and the other one was judged
             fallback["weight_rounding"] = {"all_int8": {name: {k: m[k] for k in ("mAP", "cosine_mean") if k in m}
                                                         for name, m in tried.items()}, "shipped": shipped}

@@ -30,6 +30,12 @@ def test_rounding_label_follows_the_format_and_what_shipped(summarize, bits, fal
     assert summarize.rounding_label(PTQ, {"weight_bits": bits}, fallback, accepted) == label
 
 
+@pytest.mark.parametrize("rounding,label", [("gptq", ", GPTQ"), ("gptaq", ", GPTAQ"), ("nearest", ", nearest")])
+def test_a_rounding_asked_for_by_name_labels_every_format(summarize, rounding, label):
+    quantization = {"method": "ptq", "refinement": {"weight_rounding": rounding}}  # no gptq_weight_bits: not auto
+    assert summarize.rounding_label(quantization, {"weight_bits": 8}, {}, True) == label
+
+
 def test_no_rounding_label_for_qat_or_runs_without_a_card(summarize):
     assert summarize.rounding_label({"method": "qat", "refinement": {}}, {"weight_bits": 7}, {}, True) == ""
     assert summarize.rounding_label(PTQ, {}, {}, True) == ""

@@ -16,7 +16,7 @@ from compressreid.export.onnx_export import example_images, export_onnx
 from compressreid.export.ort_model import ort_session
 from compressreid.quant.fallback import ptq_quantizer
 from compressreid.quant.format import QuantFormat
-from compressreid.quant.gptq import conv_input_gram, gptq_round
+from compressreid.quant.gptq import asymmetric_target, conv_input_cross_gram, conv_input_gram, gptq_round
 from compressreid.quant.ptq import calibrate, preprocess, quantize_ptq
 from compressreid.quant.refine import NEAREST, Refinement, integer_weight_codes
 from compressreid.quant.saturation import accumulation_bounds, int8_weighted_nodes
@@ -64,6 +64,55 @@ def test_gptq_over_groups_equals_one_call_per_group():
         assert torch.equal(batched[g], gptq_round(w[g], hessian[g], scale[g], 64))
 
 
+def test_asymmetric_target_is_the_weight_when_both_graphs_feed_the_same_inputs():
+    torch.manual_seed(0)
+    w, x = torch.randn(2, 5, 12, dtype=torch.float64), torch.randn(2, 12, 300, dtype=torch.float64)
+    hessian = x @ x.transpose(1, 2) / 300
+    assert torch.equal(asymmetric_target(w, hessian, torch.zeros_like(hessian)), w)
+
+
+def test_asymmetric_calibration_absorbs_the_error_upstream_left_in_the_inputs():
+    torch.manual_seed(0)
+    rows, k, n = 16, 48, 4000
+    x = torch.randn(k, 8, dtype=torch.float64) @ torch.randn(8, n, dtype=torch.float64) \
+        + 0.3 * torch.randn(k, n, dtype=torch.float64)  # what the FP32 graph feeds the layer
+    # what the quantized graph feeds it: the same, with a systematic error (a channel mix) and noise
+    x_q = (torch.eye(k, dtype=torch.float64) + 0.05 * torch.randn(k, k, dtype=torch.float64)) @ x \
+        + 0.02 * torch.randn(k, n, dtype=torch.float64)
+    w = torch.randn(rows, k, dtype=torch.float64)
+    scale = w.abs().max(dim=1).values / 48  # headroom: the corrected weights stay on the grid
+    hessian, difference = x_q @ x_q.T / n, (x - x_q) @ x_q.T / n
+
+    def error(codes):
+        return float((w @ x - (codes * scale[:, None]) @ x_q).pow(2).sum())
+    gptq = gptq_round(w, hessian, scale, 64)
+    gptaq = gptq_round(asymmetric_target(w, hessian, difference), hessian, scale, 64)
+    half = gptq_round(asymmetric_target(w, hessian, difference, alpha=0.5), hessian, scale, 64)
+    transposed = gptq_round(asymmetric_target(w, hessian, difference.T), hessian, scale, 64)  # the wrong way round
+    assert gptaq.abs().max() <= 64 and torch.equal(gptaq, gptaq.round())
+    assert error(gptaq) < error(half) < error(gptq)
+    assert error(gptaq) < 0.5 * error(gptq) and error(gptaq) < 0.5 * error(transposed)
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_the_cross_gram_pairs_the_reference_columns_with_the_inputs_columns(groups):
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 9, 8)
+    args = ((3, 3), (2, 1), (1, 0, 1, 2), (1, 1), groups)
+    gram, count = conv_input_gram(x, *args)
+    cross, cross_count = conv_input_cross_gram(x, x, *args)
+    assert count == cross_count
+    torch.testing.assert_close(cross, gram, rtol=1e-5, atol=1e-5)  # float32 sums
+    # 1x1, stride 1, no padding: the columns are the pixels, so the cross gram is sum over pixels of r c^T
+    reference, other = torch.randn(2, 4, 5, 3), torch.randn(2, 4, 5, 3)
+    cross = conv_input_cross_gram(reference, other, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), groups)[0]
+    per = 4 // groups
+    for g in range(groups):
+        r = reference[:, g * per:(g + 1) * per].permute(1, 0, 2, 3).reshape(per, -1).double()
+        c = other[:, g * per:(g + 1) * per].permute(1, 0, 2, 3).reshape(per, -1).double()
+        torch.testing.assert_close(cross[g], r @ c.T, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("groups,dilation", [(1, 1), (4, 1), (2, 2)])
 def test_conv_input_gram_gives_the_convolution_output_energy(groups, dilation):
     torch.manual_seed(0)
@@ -94,7 +143,8 @@ def test_an_unknown_rounding_is_refused():
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """A tiny ResNet-18 quantized in the portable format three ways: nearest, bias correction only, GPTQ; with its
+    """A tiny ResNet-18 quantized in the portable format: nearest, bias correction only, GPTQ, GPTQ with asymmetric
+    calibration (and with none of its correction: alpha 0); with its
     prepared graph and calibration batches."""
     model = tiny_resnet18(SIZE)
     folder = tmp_path_factory.mktemp("refine")
@@ -103,7 +153,8 @@ def files(tmp_path_factory):
     cache = calibrate(prepared, batches, str(folder / "cal.json"))
     out = {}
     for name, refinement in (("nearest", NEAREST), ("bias", Refinement("nearest", True)),
-                             ("gptq", Refinement("gptq"))):
+                             ("gptq", Refinement("gptq")), ("gptaq", Refinement("gptaq")),
+                             ("gptaq0", Refinement("gptaq", alpha=0.0))):
         out[name] = quantize_ptq(prepared, str(folder / f"{name}.onnx"), batches, fmt=QuantFormat(),
                                  calibration_cache=cache, refinement=refinement)
     return prepared, batches, out
@@ -121,9 +172,10 @@ def _outputs(path, names, batches):
     return [np.concatenate([r[i] for r in runs]) for i in range(len(names))]
 
 
-def test_refinement_keeps_the_portable_format_and_its_bound(files):
+@pytest.mark.parametrize("rounding", ["gptq", "gptaq"])
+def test_refinement_keeps_the_portable_format_and_its_bound(files, rounding):
     _, _, paths = files
-    nearest, gptq = onnx.load(paths["nearest"]), onnx.load(paths["gptq"])
+    nearest, gptq = onnx.load(paths["nearest"]), onnx.load(paths[rounding])
     assert [n.name for n, _ in int8_weighted_nodes(gptq)] == [n.name for n, _ in int8_weighted_nodes(nearest)]
     changed = 0
     for (node, weight_dq), (_, nearest_dq) in zip(int8_weighted_nodes(gptq), int8_weighted_nodes(nearest)):
@@ -135,7 +187,16 @@ def test_refinement_keeps_the_portable_format_and_its_bound(files):
                                       numpy_helper.to_array(reference[nearest_dq.input[1]]))  # same scales
         changed += int(not np.array_equal(codes, numpy_helper.to_array(reference[nearest_dq.input[0]])))
     assert changed >= len(int8_weighted_nodes(gptq)) - 1  # GPTQ moved codes in (nearly) every layer
-    assert accumulation_bounds(paths["gptq"])["u8s8_pair_sum_max"] <= 32767
+    assert accumulation_bounds(paths[rounding])["u8s8_pair_sum_max"] <= 32767
+
+
+def test_asymmetric_calibration_moves_codes_and_without_its_correction_is_gptq(files):
+    _, _, paths = files
+    gptq, gptaq, none = (integer_weight_codes(onnx.load(paths[name])) for name in ("gptq", "gptaq", "gptaq0"))
+    assert gptq.keys() == gptaq.keys() == none.keys()
+    assert all(np.array_equal(gptq[name], none[name]) for name in gptq)  # alpha 0: exactly GPTQ
+    # the first layer reads the image itself (the same in both graphs); deeper ones get corrected codes
+    assert sum(not np.array_equal(gptq[name], gptaq[name]) for name in gptq) >= len(gptq) // 2
 
 
 def test_bias_correction_brings_each_layers_channel_means_to_fp32(files):

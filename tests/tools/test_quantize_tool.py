@@ -212,6 +212,32 @@ def test_failed_gate_exits_3_with_a_rejected_artifact_after_fallback(rejected):
         assert not any(n.op_type == "QuantizeLinear" and kept.output[0] in n.input for n in rejected_graph.node)
 
 
+def test_when_no_rounding_passes_the_run_leaves_the_best_search_and_its_record_describes_that_file(rejected):
+    """The impossible gate fails GPTQ's and nearest rounding's all-INT8 files and both FP32 fallback searches: the
+    run keeps the search that left the better model, and metrics.json describes that file, not the last searched."""
+    out, result = rejected
+    assert result.returncode == 3, result.stderr[-3000:]
+    metrics = read(out / "metrics.json")
+    fallback, rounding = metrics["fallback"], metrics["fallback"]["weight_rounding"]
+    assert set(rounding["all_int8"]) == {"gptq", "nearest"} and rounding["shipped"] in rounding["all_int8"]
+    # the record is the kept search's own: it started from the shipped rounding's all-INT8 file
+    assert fallback["full_int8"]["mAP"] == pytest.approx(rounding["all_int8"][rounding["shipped"]]["mAP"], abs=1e-4)
+    left = max([fallback["full_int8"]["mAP"], *(t["mAP"] for t in fallback["tried"])])
+    assert metrics["mAP"] == pytest.approx(left, abs=1e-4)  # the best model that search made
+    # each rounding's search is recorded, and the kept one left the best model of them (mAP, then cosine)
+    searches = fallback["searches"]
+    assert set(searches) == {"gptq", "nearest"}
+    assert metrics["mAP"] == pytest.approx(searches[rounding["shipped"]]["mAP"], abs=1e-4)
+    assert max(searches, key=lambda r: (searches[r]["mAP"], searches[r]["cosine_mean"])) == rounding["shipped"]
+    for name, left in searches.items():  # a search leaves no worse than the all-INT8 file it started from
+        assert left["mAP"] >= rounding["all_int8"][name]["mAP"] - 1e-4
+    cfg = load_config(str(out / "config.yaml"))
+    (test_set,) = load_test_sets(cfg)
+    embedded = evaluate_cached(ReIDEvaluator.from_config(cfg),
+                               OrtEmbedder(str(out / "student_int8.rejected.onnx"), 1), load_test_images(cfg, test_set))
+    assert embedded.result.metrics["mAP"] == pytest.approx(metrics["mAP"], abs=1e-4)  # and that file is the one left
+
+
 def test_gates_may_name_any_reported_metric(work, tmp_path, monkeypatch):
     """rank10 and black_mAP are in metrics.json (and fp32's), so gates on them must be judged, not refused."""
     out = tmp_path / "out"
