@@ -11,7 +11,7 @@ it is given: the portable format's [-64, 64] codes, on the scales ONNX Runtime c
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch.nn import functional as F
@@ -21,30 +21,42 @@ from torch.nn import functional as F
 DEFAULT_DAMP = 0.01
 
 
-def conv_input_gram(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], pads: Sequence[int],
-                    dilations: Sequence[int], groups: int) -> Tuple[torch.Tensor, int]:
-    """Per group, the sum of ``c c^T`` over every receptive-field column ``c`` of a 2-D convolution's input.
+def conv_input_moments(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], pads: Sequence[int],
+                       dilations: Sequence[int], groups: int, error: Optional[torch.Tensor] = None
+                       ) -> Tuple[torch.Tensor, Optional[torch.Tensor], int]:
+    """Per group, the sum of ``c c^T`` over every receptive-field column ``c`` of a 2-D convolution's input ``x``
+    and, given ``error`` (same shape as ``x``), the sum of ``e c^T`` over its columns ``e``: the cross term of
+    asymmetric calibration (:func:`asymmetric_target`, with ``error`` = what the FP32 graph feeds the convolution
+    minus ``x``); ``x`` is unfolded once for both.
 
     Args:
         x: (N, C, H, W) float input, as the convolution reads it.
         kernel, strides, dilations: ONNX Conv attributes (2 values each); pads: ONNX ``[top, left, bottom, right]``.
 
     Returns:
-        (groups, K, K) float64 sums with K = C / groups * kh * kw, in the weight's (channel, kh, kw) order, and the
-        number of columns summed.
+        (groups, K, K) float64 sums with K = C / groups * kh * kw, in the weight's (channel, kh, kw) order (the cross
+        sums None without ``error``), and the number of columns summed.
     """
-    cols = _columns(x, kernel, strides, pads, dilations, groups)
-    return torch.einsum("ngkl,ngml->gkm", cols, cols).double(), cols.shape[0] * cols.shape[-1]
+    geometry = (kernel, strides, pads, dilations, groups)
+    cols = _columns(x, *geometry)
+    gram = torch.einsum("ngkl,ngml->gkm", cols, cols).double()
+    cross = None if error is None else torch.einsum("ngkl,ngml->gkm", _columns(error, *geometry), cols).double()
+    return gram, cross, cols.shape[0] * cols.shape[-1]
+
+
+def conv_input_gram(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], pads: Sequence[int],
+                    dilations: Sequence[int], groups: int) -> Tuple[torch.Tensor, int]:
+    """:func:`conv_input_moments`'s ``c c^T`` sums and column count."""
+    gram, _, count = conv_input_moments(x, kernel, strides, pads, dilations, groups)
+    return gram, count
 
 
 def conv_input_cross_gram(reference: torch.Tensor, x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int],
                           pads: Sequence[int], dilations: Sequence[int], groups: int) -> Tuple[torch.Tensor, int]:
-    """Per group, the sum of ``r c^T`` over the receptive-field columns ``r`` of ``reference`` (what the FP32 graph
-    feeds the convolution) and ``c`` of ``x`` (what the quantized graph feeds it, same images): the cross term of
-    asymmetric calibration (:func:`asymmetric_target`). Same shapes and arguments as :func:`conv_input_gram`."""
-    r = _columns(reference, kernel, strides, pads, dilations, groups)
-    c = _columns(x, kernel, strides, pads, dilations, groups)
-    return torch.einsum("ngkl,ngml->gkm", r, c).double(), c.shape[0] * c.shape[-1]
+    """Per group, the sum of ``r c^T`` over the receptive-field columns ``r`` of ``reference`` and ``c`` of ``x``
+    (:func:`conv_input_moments`'s cross sums with ``reference`` as the error), and the column count."""
+    _, cross, count = conv_input_moments(x, kernel, strides, pads, dilations, groups, error=reference)
+    return cross, count
 
 
 def _columns(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], pads: Sequence[int],
@@ -72,7 +84,7 @@ def asymmetric_target(weight: torch.Tensor, hessian: torch.Tensor, difference: t
 
     Args:
         weight: ([G,] rows, K) FP32 weights; hessian, difference: ([G,] K, K) second moments, same normalisation
-            (e.g. :func:`conv_input_gram` and :func:`conv_input_cross_gram` of ``X - X~`` with ``X~``, each over
+            (e.g. :func:`conv_input_moments` of ``X~`` with ``X - X~`` as the error, each over
             its count).
     """
     single = weight.dim() == 2

@@ -22,6 +22,7 @@ correction on top of it did not help, so QUANT.BIAS_CORRECTION is off by default
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -37,8 +38,7 @@ from onnx import helper, numpy_helper
 from tqdm import tqdm
 
 from compressreid.errors import ConfigError
-from compressreid.quant.gptq import (DEFAULT_DAMP, asymmetric_target, conv_input_cross_gram, conv_input_gram,
-                                     gptq_round)
+from compressreid.quant.gptq import DEFAULT_DAMP, asymmetric_target, conv_input_moments, gptq_round
 from compressreid.quant.saturation import int8_weighted_nodes
 
 logger = logging.getLogger(__name__)
@@ -162,13 +162,14 @@ def _gptq_conv(model: onnx.ModelProto, initializers: Dict[str, onnx.TensorProto]
     geometry = (kernel, _attribute(node, "strides", [1, 1]), _attribute(node, "pads", [0, 0, 0, 0]),
                 _attribute(node, "dilations", [1, 1]), groups)
     gram, difference, count = 0.0, 0.0, 0
-    references = _tensors(reference[0], [reference[1]], batches) if reference else iter(lambda: (None,), None)
+    references = _tensors(reference[0], [reference[1]], batches) if reference else itertools.repeat((None,))
     for (x,), (r,) in zip(_tensors(model, [node.input[0]], batches), references):
-        g, n = conv_input_gram(torch.from_numpy(x), *geometry)
+        # (X - X~) X~^T beside X~ X~^T: what the FP32 graph feeds the layer minus what this graph feeds it
+        g, cross, n = conv_input_moments(torch.from_numpy(x), *geometry,
+                                         error=None if r is None else torch.from_numpy(r - x))
         gram, count = gram + g, count + n
-        if r is not None:  # (X - X~) X~^T: what the FP32 graph feeds the layer minus what this graph feeds it
-            error = torch.from_numpy(r - x)
-            difference = difference + conv_input_cross_gram(error, torch.from_numpy(x), *geometry)[0]
+        if cross is not None:
+            difference = difference + cross
     rows = torch.from_numpy(fp32_weight.reshape(groups, fp32_weight.shape[0] // groups, -1).astype(np.float64))
     if reference:
         rows = asymmetric_target(rows, gram / count, difference / count, alpha, damp)
