@@ -37,6 +37,7 @@ import torch
 from onnx import helper, numpy_helper
 from tqdm import tqdm
 
+from compressreid.engine.progress import LoggedProgress
 from compressreid.errors import ConfigError
 from compressreid.quant.gptq import DEFAULT_DAMP, asymmetric_target, conv_input_moments, gptq_round
 from compressreid.quant.saturation import int8_weighted_nodes
@@ -248,7 +249,8 @@ def refine_qdq(model: onnx.ModelProto, fp32: onnx.ModelProto, batches: Sequence[
     start = time.perf_counter()
     steps = tqdm(layers, desc=f"PTQ refinement ({refinement.weight_rounding} rounding"
                  f"{', bias correction' if refinement.bias_correction else ''})", unit="layer", leave=False,
-                 dynamic_ncols=True, disable=None)  # a bar with ETA on a terminal, nothing in logs
+                 dynamic_ncols=True, disable=None)  # a bar with ETA on a terminal
+    logged = LoggedProgress(logger, "PTQ refinement", len(layers), "integer layers")  # and in logs
     for node, weight in steps:
         if refinement.weight_rounding in ("gptq", "gptaq") and node.name not in fixed:
             fp32_node = fp32_nodes[node.name]
@@ -261,6 +263,7 @@ def refine_qdq(model: onnx.ModelProto, fp32: onnx.ModelProto, batches: Sequence[
             got = _channel_means(model, [node.output[0]], batches)[node.output[0]]
             _correct_bias(initializers, producers, node, references[node.name] - got)
         refined.append(node.name)
+        logged.step()
     logger.info("PTQ refinement: %d integer layers in %.1f s (%s)", len(refined), time.perf_counter() - start,
                 refinement.describe())
     return refined

@@ -173,8 +173,9 @@ def _fallback(cfg: CfgNode, prepared: str, quantize, judge: TargetJudge, fp32_ma
         record["spread"] = spread
         logger.warning("%s: the INT8 error is spread over the graph, not held by a few nodes: each node quantized "
                        "alone keeps cosine >= %.4f to FP32, all together %.4f, and %d FP32 node(s) won back %.0f %% of "
-                       "the gap; a larger QUANT.FALLBACK.MAX_FP32_LAYERS is unlikely to help: QAT (QUANT.METHOD qat, "
-                       "e.g. configs/synthetic/qat_student.yml) trains the model for the INT8 grid",
+                       "the gap; passing may take many more FP32 nodes (a larger QUANT.FALLBACK.MAX_FP32_LAYERS), each "
+                       "at FP32 speed: QAT (QUANT.METHOD qat, e.g. configs/synthetic/qat_student.yml) trains the "
+                       "model for the INT8 grid and keeps every node INT8",
                        judge.target.name, spread["worst_single_node_cosine_mean"], spread["all_int8_cosine_mean"],
                        max(len(t["fp32_layers"]) for t in outcome.tried), 100 * spread["recovered_share"])
     return outcome.path or None, record, outcome.metrics
