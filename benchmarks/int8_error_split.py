@@ -22,6 +22,7 @@ from typing import Dict, List
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+from onnxruntime.quantization.onnx_model import ONNXModel
 
 from compressreid.export.cpu import cpu_flags, this_kind
 from compressreid.export.ort_model import OrtEmbedder
@@ -34,20 +35,6 @@ from _bench import load_quant_run
 
 VARIANTS = (("as quantized", True, True), ("FP32 weights", False, True), ("activations unrounded", True, False),
             ("both", False, False))
-
-
-def _sorted(nodes: List[onnx.NodeProto], available: set) -> List[onnx.NodeProto]:
-    """``nodes`` in an order where each reads only what is available before it (the Clips replace Q/DQ pairs)."""
-    done, pending = [], list(nodes)
-    while pending:
-        ready = [n for n in pending if all(not x or x in available for x in n.input)]
-        if not ready:
-            raise ValueError("graph has a cycle or an unproduced input")
-        for node in ready:
-            available.update(node.output)
-        done += ready
-        pending = [n for n in pending if n.output[0] not in available]
-    return done
 
 
 def _has_zero_point(q: onnx.NodeProto) -> bool:
@@ -101,10 +88,9 @@ def variant(quantized: onnx.ModelProto, fp32: onnx.ModelProto, integer_weights: 
                 node.input[index] = tensor.name
                 drop.add(dq.output[0])
     nodes = [n for n in graph.node if n.output[0] not in drop] + added  # nodes by their (unique) outputs
-    available = {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    ordered = _sorted(nodes, available)
     del graph.node[:]
-    graph.node.extend(ordered)
+    graph.node.extend(nodes)
+    ONNXModel(model).topological_sort()  # the Clips where the Q/DQ pairs were
     return model
 
 

@@ -44,21 +44,6 @@ def conv_input_moments(x: torch.Tensor, kernel: Sequence[int], strides: Sequence
     return gram, cross, cols.shape[0] * cols.shape[-1]
 
 
-def conv_input_gram(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], pads: Sequence[int],
-                    dilations: Sequence[int], groups: int) -> Tuple[torch.Tensor, int]:
-    """:func:`conv_input_moments`'s ``c c^T`` sums and column count."""
-    gram, _, count = conv_input_moments(x, kernel, strides, pads, dilations, groups)
-    return gram, count
-
-
-def conv_input_cross_gram(reference: torch.Tensor, x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int],
-                          pads: Sequence[int], dilations: Sequence[int], groups: int) -> Tuple[torch.Tensor, int]:
-    """Per group, the sum of ``r c^T`` over the receptive-field columns ``r`` of ``reference`` and ``c`` of ``x``
-    (:func:`conv_input_moments`'s cross sums with ``reference`` as the error), and the column count."""
-    _, cross, count = conv_input_moments(x, kernel, strides, pads, dilations, groups, error=reference)
-    return cross, count
-
-
 def _columns(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], pads: Sequence[int],
              dilations: Sequence[int], groups: int) -> torch.Tensor:
     """(N, groups, K, L) receptive-field columns of a 2-D convolution's input."""
@@ -109,7 +94,7 @@ def gptq_round(weight: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor,
 
     Args:
         weight: ([G,] rows, K) float weights (one row per output channel).
-        hessian: ([G,] K, K) symmetric positive semi-definite, e.g. :func:`conv_input_gram`'s sums.
+        hessian: ([G,] K, K) symmetric positive semi-definite, e.g. the first sums of :func:`conv_input_moments`.
         scale: ([G,] rows) positive step of each row's grid.
     """
     single = weight.dim() == 2

@@ -16,7 +16,7 @@ from compressreid.export.onnx_export import example_images, export_onnx
 from compressreid.export.ort_model import ort_session
 from compressreid.quant.fallback import ptq_quantizer
 from compressreid.quant.format import QuantFormat
-from compressreid.quant.gptq import asymmetric_target, conv_input_cross_gram, conv_input_gram, gptq_round
+from compressreid.quant.gptq import asymmetric_target, conv_input_moments, gptq_round
 from compressreid.quant.ptq import calibrate, preprocess, quantize_ptq
 from compressreid.quant.refine import NEAREST, Refinement, integer_weight_codes
 from compressreid.quant.saturation import accumulation_bounds, int8_weighted_nodes
@@ -99,13 +99,13 @@ def test_the_cross_gram_pairs_the_reference_columns_with_the_inputs_columns(grou
     torch.manual_seed(0)
     x = torch.randn(2, 4, 9, 8)
     args = ((3, 3), (2, 1), (1, 0, 1, 2), (1, 1), groups)
-    gram, count = conv_input_gram(x, *args)
-    cross, cross_count = conv_input_cross_gram(x, x, *args)
+    gram, _, count = conv_input_moments(x, *args)
+    _, cross, cross_count = conv_input_moments(x, *args, error=x)
     assert count == cross_count
     torch.testing.assert_close(cross, gram, rtol=1e-5, atol=1e-5)  # float32 sums
     # 1x1, stride 1, no padding: the columns are the pixels, so the cross gram is sum over pixels of r c^T
     reference, other = torch.randn(2, 4, 5, 3), torch.randn(2, 4, 5, 3)
-    cross = conv_input_cross_gram(reference, other, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), groups)[0]
+    cross = conv_input_moments(other, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), groups, error=reference)[1]
     per = 4 // groups
     for g in range(groups):
         r = reference[:, g * per:(g + 1) * per].permute(1, 0, 2, 3).reshape(per, -1).double()
@@ -114,11 +114,11 @@ def test_the_cross_gram_pairs_the_reference_columns_with_the_inputs_columns(grou
 
 
 @pytest.mark.parametrize("groups,dilation", [(1, 1), (4, 1), (2, 2)])
-def test_conv_input_gram_gives_the_convolution_output_energy(groups, dilation):
+def test_conv_input_moments_give_the_convolution_output_energy(groups, dilation):
     torch.manual_seed(0)
     x = torch.randn(2, 4, 9, 8)
     weight = torch.randn(8, 4 // groups, 3, 3)
-    gram, count = conv_input_gram(x, (3, 3), (2, 1), (1, 0, 1, 2), (dilation, dilation), groups)
+    gram, _, count = conv_input_moments(x, (3, 3), (2, 1), (1, 0, 1, 2), (dilation, dilation), groups)
     out = F.conv2d(F.pad(x, (0, 2, 1, 1)), weight, stride=(2, 1), dilation=dilation, groups=groups)
     assert count == out.shape[0] * out.shape[2] * out.shape[3]
     per_group = weight.shape[0] // groups
