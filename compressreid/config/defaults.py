@@ -453,9 +453,12 @@ _C.QUANT.FALLBACK = CN()
 _C.QUANT.FALLBACK.ENABLED = True
 # At most this many nodes stay FP32 (layers and joins together); the gate failure stands beyond it.
 _C.QUANT.FALLBACK.MAX_FP32_LAYERS = 6
-# Order in which nodes are kept FP32: "mAP" (each node quantized alone, largest mAP drop first) or "cosine" (lowest
-# embedding cosine to FP32 first).
+# Order in which nodes are kept FP32, read from one judged file per node (QUANT.FALLBACK.SCAN): "mAP" (its mAP drop
+# to FP32) or "cosine" (its embedding cosine to FP32).
 _C.QUANT.FALLBACK.RANK_BY = "mAP"
+# Each node's file: "quantize_alone" (that node INT8, the rest FP32; the costliest node first) or "revert_alone"
+# (that node FP32, the rest INT8; the node that wins most back first: NNCF's accuracy-control ranking).
+_C.QUANT.FALLBACK.SCAN = "quantize_alone"
 _C.QUANT.QAT = CN()
 # Fine-tuning iterations with fake quantization (SOLVER.* gives the optimizer; BASE_LR is usually small).
 _C.QUANT.QAT.ITERS = 300

@@ -69,43 +69,58 @@ def ptq_quantizer(prepared_path: str, batches, method: str, fmt: QuantFormat, pe
 
 
 RANK_BY = ("mAP", "cosine")
+# How the sensitivity scan measures a node: "quantize_alone" (that node INT8, every other FP32: what quantizing it
+# costs on its own) or "revert_alone" (that node FP32, every other INT8: what keeping it FP32 wins back from the
+# all-INT8 model, the way NNCF's accuracy control ranks).
+SCANS = ("quantize_alone", "revert_alone")
 
 
-def check_ranking(rank_by: str) -> None:
-    """Raises ConfigError for an unknown QUANT.FALLBACK.RANK_BY."""
+def check_ranking(rank_by: str, scan: str = "quantize_alone") -> None:
+    """Raises ConfigError for an unknown QUANT.FALLBACK.RANK_BY or QUANT.FALLBACK.SCAN."""
     if rank_by not in RANK_BY:
         raise ConfigError(f"QUANT.FALLBACK.RANK_BY '{rank_by}' is unknown; expected one of {RANK_BY}")
+    if scan not in SCANS:
+        raise ConfigError(f"QUANT.FALLBACK.SCAN '{scan}' is unknown; expected one of {SCANS}")
 
 
-def rank(results: Sequence[LayerSensitivity], rank_by: str = "mAP") -> List[LayerSensitivity]:
-    """Most sensitive first, by ``rank_by``: "mAP" (its drop, the embedding cosine breaking the ties where mAP is
-    coarse: many nodes tie at 0 on a small test set) or "cosine" (the embedding cosine to FP32 alone, lowest first;
-    the mAP drop breaks ties).
+def rank(results: Sequence[LayerSensitivity], rank_by: str = "mAP", scan: str = "quantize_alone"
+         ) -> List[LayerSensitivity]:
+    """The node to keep in FP32 first, by ``rank_by``: "mAP" (the judged file's mAP drop, the embedding cosine
+    breaking the ties where mAP is coarse: many nodes tie at 0 on a small test set) or "cosine" (the judged file's
+    embedding cosine to FP32 alone; the mAP drop breaks ties). Under ``scan`` "quantize_alone" the file quantized
+    that node alone, so the worst file comes first; under "revert_alone" the file kept that node alone in FP32, so
+    the best file comes first.
 
     Raises:
-        ConfigError: an unknown ``rank_by``.
+        ConfigError: an unknown ``rank_by`` or ``scan``.
     """
-    check_ranking(rank_by)
+    check_ranking(rank_by, scan)
+    sign = 1 if scan == "quantize_alone" else -1
     if rank_by == "cosine":
-        return sorted(results, key=lambda s: (s.cosine_mean, -s.mAP_drop))
-    return sorted(results, key=lambda s: (-round(s.mAP_drop, 3), s.cosine_mean))
+        return sorted(results, key=lambda s: (sign * s.cosine_mean, -sign * s.mAP_drop))
+    return sorted(results, key=lambda s: (-sign * round(s.mAP_drop, 3), sign * s.cosine_mean))
 
 
 def layer_sensitivity(nodes: Sequence[str], quantize: Quantizer, judge: Judge, fp32_map: float, workdir: str,
-                      progress: bool = True, rank_by: str = "mAP") -> List[LayerSensitivity]:
-    """Quantize each of ``nodes`` alone and measure mAP drop and embedding cosine; most sensitive first
-    (:func:`rank`)."""
+                      progress: bool = True, rank_by: str = "mAP", scan: str = "quantize_alone"
+                      ) -> List[LayerSensitivity]:
+    """Judge one file per node of ``nodes``: under ``scan`` "quantize_alone" that node alone quantized, under
+    "revert_alone" every node but that one; each node's mAP drop and embedding cosine against FP32 are the file's.
+    Returns them in the order the fallback keeps nodes in FP32 (:func:`rank`)."""
+    check_ranking(rank_by, scan)
     results = []
     path = os.path.join(workdir, "sensitivity.onnx")
-    logged = LoggedProgress(logger, "layer sensitivity", len(nodes), "nodes quantized alone and judged")
+    what = "nodes quantized alone" if scan == "quantize_alone" else "nodes kept FP32 alone"
+    logged = LoggedProgress(logger, "layer sensitivity", len(nodes), f"{what} and judged")
     for layer in tqdm(nodes, desc="layer sensitivity", unit="node", disable=not progress, dynamic_ncols=True,
                       leave=False):
-        metrics = judge.metrics(quantize(path, (), (layer,)))
+        exclude, only = ((), (layer,)) if scan == "quantize_alone" else ((layer,), ())
+        metrics = judge.metrics(quantize(path, exclude, only))
         results.append(LayerSensitivity(layer, fp32_map - metrics["mAP"], metrics["cosine_mean"]))
         logged.step()
     if os.path.exists(path):
         os.remove(path)
-    return rank(results, rank_by)
+    return rank(results, rank_by, scan)
 
 
 # A failed fallback that recovered less than this share of the all-INT8 model's embedding error (1 - cosine mean)
@@ -115,19 +130,28 @@ SPREAD_RECOVERED_SHARE = 0.25
 
 
 def spread_diagnosis(ranking: Sequence[LayerSensitivity], all_int8: Dict[str, float],
-                     tried: Sequence[Dict[str, object]]) -> Optional[Dict[str, float]]:
-    """When the fallback failed because the INT8 error is spread over many nodes: every node quantized alone keeps
-    the embedding close to FP32 while all together do not, and the FP32 nodes tried won back little of it. Returns
-    the numbers that show it (None when the error sat in a few nodes, or nothing was measured)."""
+                     tried: Sequence[Dict[str, object]], scan: str = "quantize_alone") -> Optional[Dict[str, float]]:
+    """When the fallback failed because the INT8 error is spread over many nodes: no single node holds half of the
+    all-INT8 model's embedding error (under ``scan`` "quantize_alone", each node quantized alone keeps the
+    embedding close to FP32 while all together do not; under "revert_alone", no node kept FP32 alone wins half of
+    it back), and the FP32 nodes tried won back little of it. Returns the numbers that show it (None when the error
+    sat in a few nodes, or nothing was measured)."""
     if not ranking or not tried or "cosine_mean" not in all_int8:
         return None
-    gap = 1.0 - float(all_int8["cosine_mean"])
-    recovered = max(float(t["cosine_mean"]) for t in tried) - float(all_int8["cosine_mean"])
-    worst_single = min(s.cosine_mean for s in ranking)
-    if gap <= 0 or recovered >= SPREAD_RECOVERED_SHARE * gap or 1.0 - worst_single >= gap / 2:
+    base = float(all_int8["cosine_mean"])
+    gap = 1.0 - base
+    recovered = max(float(t["cosine_mean"]) for t in tried) - base
+    if scan == "quantize_alone":
+        worst_single = min(s.cosine_mean for s in ranking)
+        held_by_one = 1.0 - worst_single >= gap / 2
+        single = {"worst_single_node_cosine_mean": worst_single}
+    else:
+        best_single = max(s.cosine_mean for s in ranking)
+        held_by_one = best_single - base >= gap / 2
+        single = {"best_single_fp32_node_cosine_mean": best_single}
+    if gap <= 0 or recovered >= SPREAD_RECOVERED_SHARE * gap or held_by_one:
         return None
-    return {"all_int8_cosine_mean": float(all_int8["cosine_mean"]), "worst_single_node_cosine_mean": worst_single,
-            "recovered_cosine": recovered, "recovered_share": recovered / gap}
+    return {"all_int8_cosine_mean": base, **single, "recovered_cosine": recovered, "recovered_share": recovered / gap}
 
 
 @dataclass

@@ -64,7 +64,7 @@ def _check_quant_keys(q: CfgNode) -> None:
         raise ConfigError("QUANT.CALIBRATION.NUM_IMAGES and BATCH_SIZE must be >= 1 (calibration needs training "
                           f"images), got {q.CALIBRATION.NUM_IMAGES} and {q.CALIBRATION.BATCH_SIZE}")
     Refinement(q.WEIGHT_ROUNDING, bool(q.BIAS_CORRECTION))  # an unknown rounding is refused here
-    check_ranking(q.FALLBACK.RANK_BY)
+    check_ranking(q.FALLBACK.RANK_BY, q.FALLBACK.SCAN)
     if q.WEIGHT_BITS not in (0, 7, 8):
         raise ConfigError(f"QUANT.WEIGHT_BITS is {q.WEIGHT_BITS}: expected 0 (each target's own), 7 or 8")
     if any(b < 1 for b in q.BENCHMARK.BATCHES):

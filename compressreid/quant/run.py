@@ -158,25 +158,28 @@ def _fallback(cfg: CfgNode, prepared: str, quantize, judge: TargetJudge, fp32_ma
     workdir = os.path.dirname(out_path)
     logger.warning("%s: INT8 model fails its gates (%s): measuring per-node sensitivity for the FP32 fallback",
                    judge.target.name, {k: round(v, 4) for k, v in first.items() if k in ("mAP", "cosine_mean")})
+    scan = cfg.QUANT.FALLBACK.SCAN
     ranking = layer_sensitivity(fallback_candidates(prepared, judge.target.fmt), quantize, judge, fp32_map, workdir,
-                                progress, cfg.QUANT.FALLBACK.RANK_BY)
+                                progress, cfg.QUANT.FALLBACK.RANK_BY, scan)
     outcome = accuracy_aware_fallback(ranking, quantize, judge, out_path, cfg.QUANT.FALLBACK.MAX_FP32_LAYERS, first,
                                       all_int8_path)
-    record: Dict[str, object] = {"used": True, "sensitivity": [s.to_dict() for s in ranking],
+    record: Dict[str, object] = {"used": True, "scan": scan, "sensitivity": [s.to_dict() for s in ranking],
                                  "tried": outcome.tried if outcome else [], "full_int8": first}
     if outcome is None:
         return None, record, first
     record["fp32_layers"] = outcome.fp32_layers
     record["no_effect"] = outcome.no_effect
-    spread = None if outcome.passed else spread_diagnosis(ranking, first, outcome.tried)
+    spread = None if outcome.passed else spread_diagnosis(ranking, first, outcome.tried, scan)
     if spread:
         record["spread"] = spread
-        logger.warning("%s: the INT8 error is spread over the graph, not held by a few nodes: each node quantized "
-                       "alone keeps cosine >= %.4f to FP32, all together %.4f, and %d FP32 node(s) won back %.0f %% of "
-                       "the gap; passing may take many more FP32 nodes (a larger QUANT.FALLBACK.MAX_FP32_LAYERS), each "
-                       "at FP32 speed: QAT (QUANT.METHOD qat, e.g. configs/synthetic/qat_student.yml) trains the "
-                       "model for the INT8 grid and keeps every node INT8",
-                       judge.target.name, spread["worst_single_node_cosine_mean"], spread["all_int8_cosine_mean"],
+        single = (f"each node quantized alone keeps cosine >= {spread['worst_single_node_cosine_mean']:.4f} to FP32"
+                  if scan == "quantize_alone" else
+                  f"no node kept FP32 alone lifts cosine above {spread['best_single_fp32_node_cosine_mean']:.4f}")
+        logger.warning("%s: the INT8 error is spread over the graph, not held by a few nodes: %s, all INT8 %.4f, and "
+                       "%d FP32 node(s) won back %.0f %% of the gap; passing may take many more FP32 nodes (a larger "
+                       "QUANT.FALLBACK.MAX_FP32_LAYERS), each at FP32 speed: QAT (QUANT.METHOD qat, e.g. "
+                       "configs/synthetic/qat_student.yml) trains the model for the INT8 grid and keeps every node "
+                       "INT8", judge.target.name, single, spread["all_int8_cosine_mean"],
                        max(len(t["fp32_layers"]) for t in outcome.tried), 100 * spread["recovered_share"])
     return outcome.path or None, record, outcome.metrics
 

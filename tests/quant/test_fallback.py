@@ -95,9 +95,42 @@ def test_sensitivity_ranked_by_cosine_puts_the_lowest_embedding_cosine_first(tmp
     assert [s.layer for s in rank(ranking, "mAP")] == ["c1", "c4", "c3", "c2"]  # the same measurements by mAP
 
 
+class RevertJudge:
+    """Metrics of the model the quantizer produced last: the all-INT8 model's, plus what each node kept FP32
+    alone wins back (``wins[node]``: mAP, cosine)."""
+
+    def __init__(self, quantizer, wins):
+        self.quantizer, self.wins = quantizer, wins
+
+    def metrics(self, path):
+        _, exclude, only = self.quantizer.calls[-1]
+        assert not only and len(exclude) == 1  # one node in FP32, every other quantized
+        mAP, cosine = self.wins[exclude[0]]
+        return {"mAP": FP32_MAP - 2.0 + mAP, "cosine_mean": 0.97 + cosine}
+
+
+def test_sensitivity_reverting_each_node_alone_puts_what_wins_back_most_first(tmp_path):
+    quantize = FakeQuantizer()
+    judge = RevertJudge(quantize, {"c1": (1.5, 0.001),    # the most mAP won back, the embedding barely moves
+                                   "c2": (0.0, 0.02),     # the most cosine won back, no mAP
+                                   "c3": (0.5, 0.01),
+                                   "c4": (1.0, 0.01)})    # ties c3 on cosine, more mAP: before it
+    ranking = layer_sensitivity(["c1", "c2", "c3", "c4"], quantize, judge, FP32_MAP, str(tmp_path), progress=False,
+                                rank_by="cosine", scan="revert_alone")
+    assert [s.layer for s in ranking] == ["c2", "c4", "c3", "c1"]
+    assert [(exclude, only) for _, exclude, only in quantize.calls] == [([c], []) for c in ("c1", "c2", "c3", "c4")]
+    assert ranking[0].to_dict() == {"layer": "c2", "mAP_drop": pytest.approx(2.0), "cosine_mean": pytest.approx(0.99)}
+    assert [s.layer for s in rank(ranking, "mAP", "revert_alone")] == ["c1", "c4", "c3", "c2"]
+    # the same files read as "quantize_alone" measurements would be ranked the other way round
+    assert [s.layer for s in rank(ranking, "cosine")] == ["c1", "c3", "c4", "c2"]
+    assert not list(tmp_path.iterdir())
+
+
 def test_an_unknown_ranking_is_refused():
     with pytest.raises(ConfigError, match="QUANT.FALLBACK.RANK_BY 'speed'"):
         rank(RANKING, "speed")
+    with pytest.raises(ConfigError, match="QUANT.FALLBACK.SCAN 'shuffle' is unknown"):
+        rank(RANKING, "mAP", "shuffle")
 
 
 def test_fallback_keeps_the_top_k_and_stops_at_the_first_passing_k(tmp_path):
@@ -246,6 +279,17 @@ def test_spread_error_is_told_apart_from_error_held_by_a_few_nodes():
     assert spread_diagnosis(spread_ranking, {"cosine_mean": 0.968}, _tried(0.975, 0.985)) is None
     assert spread_diagnosis([], {"cosine_mean": 0.968}, _tried(0.97)) is None
     assert spread_diagnosis(spread_ranking, {"cosine_mean": 0.968}, []) is None
+
+
+def test_spread_error_under_the_revert_scan_reads_what_one_fp32_node_wins_back():
+    # every node kept FP32 alone lifts the all-INT8 0.968 by at most 0.004 of its 0.032 gap: spread
+    spread_ranking = [LayerSensitivity(f"n{i}", 1.0, 0.972 - 0.0005 * i) for i in range(6)]
+    found = spread_diagnosis(spread_ranking, {"cosine_mean": 0.968}, _tried(0.972, 0.974), "revert_alone")
+    assert found is not None and found["best_single_fp32_node_cosine_mean"] == pytest.approx(0.972)
+    assert found["recovered_share"] == pytest.approx(0.006 / 0.032)
+    # one node in FP32 wins back half of the gap: held by that node
+    held = [LayerSensitivity("bad", 0.5, 0.985), *spread_ranking]
+    assert spread_diagnosis(held, {"cosine_mean": 0.968}, _tried(0.972, 0.974), "revert_alone") is None
 
 
 def _search(rounding, map_, passed):

@@ -306,6 +306,8 @@ BAD_INPUT = {
                                 "QUANT.WEIGHT_ROUNDING 'adaround' is unknown"),
     "unknown_fallback_ranking": (lambda t: ["QUANT.FALLBACK.RANK_BY", "speed"],
                                  "QUANT.FALLBACK.RANK_BY 'speed' is unknown"),
+    "unknown_fallback_scan": (lambda t: ["QUANT.FALLBACK.SCAN", "shuffle"],
+                              "QUANT.FALLBACK.SCAN 'shuffle' is unknown"),
     "onnx_input_size": (lambda t: ["QUANT.SOURCE", write_graph(t / "big.onnx", 64, 32)],
                         "takes 64x32 images but INPUT.SIZE_TEST is 32x16"),
     "onnx_card_disagrees": (_card_disagreeing, "embedding_dim 999 vs graph 3"),
@@ -466,6 +468,29 @@ def test_a_target_whose_runtime_refuses_its_file_leaves_no_shipped_file_behind(w
     assert code != 0
     assert read(out / "status.json")["status"] == "failed"
     assert not list(out.glob("student_int8*.onnx")) and not (out / "model_card.json").exists()
+
+
+def test_revert_scan_ranks_by_what_one_fp32_node_wins_back_and_the_fallback_tries_that_node_first(work, tmp_path,
+                                                                                                     monkeypatch):
+    """QUANT.FALLBACK.SCAN revert_alone: each node is judged kept in FP32 alone in the all-INT8 model, and the
+    fallback's first trial, the top-ranked node in FP32, is that very file again, so it measures what the scan
+    measured for it."""
+    out = tmp_path / "out"
+    code = run_in_process(monkeypatch, work, out, "TEST.GATES", '("mAP >= fp32 + 50",)', "QUANT.WEIGHT_ROUNDING",
+                          "nearest", "QUANT.FALLBACK.MAX_FP32_LAYERS", "1", "QUANT.FALLBACK.SCAN", "revert_alone",
+                          "QUANT.FALLBACK.RANK_BY", "cosine")
+    assert code == 3
+    fallback = read(out / "metrics.json")["fallback"]
+    assert fallback["scan"] == "revert_alone"
+    scanned = fallback["sensitivity"]
+    assert len(scanned) == 27  # every convolution and residual Add but the last, as under the default scan
+    cosines = [s["cosine_mean"] for s in scanned]
+    assert cosines == sorted(cosines, reverse=True)  # what wins back most of the embedding first
+    (tried,) = fallback["tried"]
+    first = next(s for s in scanned if s["layer"] not in fallback["no_effect"])
+    assert tried["fp32_layers"] == [first["layer"]]
+    assert tried["cosine_mean"] == pytest.approx(first["cosine_mean"], abs=1e-6)
+    assert tried["mAP"] == pytest.approx(read(out / "metrics.json")["fp32"]["mAP"] - first["mAP_drop"], abs=1e-4)
 
 
 def test_auto_rounding_ships_the_nearest_file_when_the_gptq_file_fails(work, tmp_path, monkeypatch):
