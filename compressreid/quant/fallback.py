@@ -30,7 +30,8 @@ Judge = Callable[[str], Tuple[Dict[str, float], bool]]
 
 @dataclass
 class LayerSensitivity:
-    """What quantizing one node (a weighted layer or an element-wise join) alone costs, against the FP32 model."""
+    """One judged file per node (a weighted layer or an element-wise join; how the file is made: ``SCANS``): its mAP
+    drop and embedding cosine against the FP32 model."""
 
     layer: str
     mAP_drop: float
@@ -47,8 +48,8 @@ def ptq_quantizer(prepared_path: str, batches, method: str, fmt: QuantFormat, pe
     cache = cache or calibrate(prepared_path, batches, os.path.splitext(prepared_path)[0] + ".calibration.json",
                                method, percentile, histogram_bins)
     refinement = refinement.for_format(fmt.weight_bits)
-    # GPTQ's codes of the all-INT8 model, computed once: every later quantization (one layer alone for the
-    # sensitivity scan, all but a few for the fallback) reuses them instead of refining every layer again
+    # GPTQ's codes of the all-INT8 model, computed once: every later quantization (one layer alone or all but one
+    # for the sensitivity scan, all but a few for the fallback) reuses them instead of refining every layer again
     codes: Dict[str, np.ndarray] = {}
 
     def run(out_path: str, exclude: Sequence[str], only: Sequence[str], rounding: Refinement) -> str:

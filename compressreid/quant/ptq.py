@@ -355,7 +355,7 @@ def quantize_ptq(prepared_path: str, out_path: str, batches: Sequence[torch.Tens
 
     Args:
         exclude: node names kept in FP32 (accuracy-aware fallback), besides :func:`placement_exclusions`.
-        only: quantize these nodes alone (per-layer sensitivity); empty = every supported node.
+        only: quantize these nodes alone (per-layer sensitivity, its default scan); empty = every supported node.
         calibration_cache: ranges from :func:`calibrate` for this graph and ``method``; empty = calibrate here.
         weight_codes: int8 weight codes by layer name, from an earlier quantization of this graph in this format
             (same scales), used for those layers instead of ``refinement``'s rounding (which then rounds the rest).
