@@ -8,7 +8,8 @@
 # Defaults: OUT_DIR output/int8_targets; MODELS r18q r18ibnq r50ibnzi osnet mnv3s demo. A model's FP32 run is
 # trained first where it is missing, with the README's command, into the folder the README's tables use
 # (output/ev/<model>_s0, output/t5/r50ibn_zi_s0, output/synthetic/demo): about 2 hours for all six on 2 cores;
-# the quantize runs take about 1 hour more. Runs that finished (a status.json saying accepted, rejected or ungated)
+# the quantize runs take about 1 hour more (AMD EPYC, AVX2 only; the AMD Zen 4 machine with AVX-512 VNNI ran all
+# of it, training included, in 47 minutes). Runs that finished (a status.json saying accepted, rejected or ungated)
 # are kept, so an interrupted sweep resumes where it stopped. A rejected target (exit 3) is a result, not an error;
 # any other failure stops the sweep. The openvino target is left out when OpenVINO is not installed
 # (pip install 'compressreid[openvino]'); a finished run is not re-run when that changes (delete its folder).
