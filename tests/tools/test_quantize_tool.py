@@ -165,6 +165,28 @@ def test_accepted_metrics_report_int8_fp32_parity_and_latency(accepted):
     assert metrics["size_bytes"]["fp32"] == (out / "student_fp32.onnx").stat().st_size
 
 
+def test_the_portable_file_computes_the_same_in_openvino_whatever_x86_instruction_set_runs_it(accepted, tmp_path):
+    """benchmarks/isa_parity.py on the shipped portable file: OpenVINO capped at AVX2 (oneDNN's saturating u8 x s8
+    pair sums) embeds the test set as the uncapped kernels do. On an AVX2-only machine both runs use the same kernels;
+    on AVX-512 / VNNI / AMX machines this is the portable promise measured on one machine."""
+    out, result = accepted
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = tmp_path / "isa.json"
+    run = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "isa_parity.py"), str(out / "config.yaml"),
+                          str(out / "student_int8.onnx"), "--isas", "native", "AVX2", "--threads", "1", "--json",
+                          str(report)], env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = {row["isa"]: row for row in read(report)["rows"]}
+    assert set(rows) == {"native", "AVX2"}
+    assert all(kernel.endswith(("_I8", "_i8")) for kernel in rows["AVX2"]["kernels"]) and rows["AVX2"]["kernels"]
+    # the cap took: no AVX-512 or AMX convolution kernels (OpenVINO's own JIT kernels, jit_uni / jit_avx512, do not
+    # read oneDNN's cap, but compute no u8 x s8 pair sums)
+    assert not any(kernel.startswith("brgconv_avx512") or "amx" in kernel for kernel in rows["AVX2"]["kernels"])
+    assert rows["AVX2"]["cosine_min"] > 0.9999 and rows["AVX2"]["mAP"] == pytest.approx(rows["native"]["mAP"], abs=1e-6)
+    assert rows["native"]["qdq_cosine_min"] > 0.9  # and both are the file's own Q/DQ semantics, give or take LSBs
+
+
 def test_reported_int8_metrics_are_those_of_the_shipped_file(accepted):
     """What is measured is what ships: re-evaluating student_int8.onnx gives metrics.json's numbers."""
     out, result = accepted
