@@ -56,20 +56,9 @@ def _embed(model, images, batch: int, flip: bool) -> torch.Tensor:
                       embed_images(model, images.g_images, batch, flip)])
 
 
-def _int8_kernels(embedder) -> List[str]:
-    """The kernel implementations OpenVINO compiled the file's integer layers to (primitiveType of u8/i8 nodes)."""
-    kinds = set()
-    for compiled in embedder.compiled.values():
-        for op in compiled.get_runtime_model().get_ordered_ops():
-            info = op.get_rt_info()
-            if "runtimePrecision" in info and info["runtimePrecision"].astype(str) in ("u8", "i8"):
-                kinds.add(info["primitiveType"].astype(str) if "primitiveType" in info else "?")
-    return sorted(kinds)
-
-
 def child(args) -> None:
     """Runs in a process whose environment holds the cap: every file's OpenVINO embeddings, to ``args.out``."""
-    from compressreid.export.openvino_model import OpenVinoEmbedder
+    from compressreid.export.openvino_model import OpenVinoEmbedder, int8_kernel_names
 
     cfg, images = _images(args.config, args.opts)
     flip = ReIDEvaluator.from_config(cfg).flip
@@ -77,7 +66,7 @@ def child(args) -> None:
     for i, path in enumerate(args.files):
         model = OpenVinoEmbedder(path, args.threads)
         arrays[f"f{i}"] = _embed(model, images, args.batch, flip).numpy()
-        kernels[path] = _int8_kernels(model)
+        kernels[path] = sorted(set().union(*(int8_kernel_names(c) for c in model.compiled.values())))
     np.savez(args.out, **arrays)
     with open(args.out + ".json", "w", encoding="utf-8") as handle:
         json.dump(kernels, handle)
@@ -98,10 +87,6 @@ def _run_cap(args, isa: str, folder: str) -> Dict[str, object]:
     with open(out + ".json", encoding="utf-8") as handle:
         kernels = json.load(handle)
     return {"embeddings": [torch.from_numpy(arrays[f"f{i}"]) for i in range(len(args.files))], "kernels": kernels}
-
-
-def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return F.cosine_similarity(a, b, dim=1)
 
 
 def main() -> int:
@@ -154,7 +139,7 @@ def main() -> int:
         print(f"{path}: Q/DQ semantics mAP {mAP(qdq):.2f}")
         for isa in args.isas:
             emb = caps[isa]["embeddings"][i]
-            to_ref, to_qdq = _cosines(emb, reference), _cosines(emb, qdq)
+            to_ref, to_qdq = F.cosine_similarity(emb, reference), F.cosine_similarity(emb, qdq)
             row = {"file": path, "isa": isa, "mAP": mAP(emb), "max_abs_diff": float((emb - reference).abs().max()),
                    "cosine_min": float(to_ref.min()), "cosine_mean": float(to_ref.mean()),
                    "qdq_cosine_min": float(to_qdq.min()), "qdq_cosine_mean": float(to_qdq.mean()),

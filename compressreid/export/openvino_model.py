@@ -68,20 +68,32 @@ WEIGHTED_LAYER_TYPES = ("Convolution", "GroupConvolution", "Deconvolution", "Ful
 _DECOMPOSED = "/WithoutBiases"
 
 
+def _integer_ops(compiled):
+    """(op, its rt_info as strings) of every node a compiled model's runtime model executes in 8-bit integers
+    (runtimePrecision u8/i8)."""
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = {key: value.astype(str) for key, value in op.get_rt_info().items()}
+        if info.get("runtimePrecision") in ("u8", "i8"):
+            yield op, info
+
+
 def int8_layer_names(compiled) -> Set[str]:
     """The source-graph names of every layer a compiled model's weighted kernels execute in 8-bit integers
-    (runtimePrecision u8/i8 in its runtime model; ``originalLayersNames`` lists what each kernel fused): a quantized
-    file whose layers OpenVINO runs in float keeps neither its speed nor its Q/DQ semantics."""
+    (``originalLayersNames`` lists what each kernel fused): a quantized file whose layers OpenVINO runs in float
+    keeps neither its speed nor its Q/DQ semantics."""
     names: Set[str] = set()
-    for op in compiled.get_runtime_model().get_ordered_ops():
-        info = op.get_rt_info()
-        kind = info["layerType"].astype(str) if "layerType" in info else ""
-        precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else ""
-        if kind in WEIGHTED_LAYER_TYPES and precision in ("u8", "i8"):
-            fused = info["originalLayersNames"].astype(str).split(",") if "originalLayersNames" in info else []
+    for op, info in _integer_ops(compiled):
+        if info.get("layerType", "") in WEIGHTED_LAYER_TYPES:
+            fused = info["originalLayersNames"].split(",") if "originalLayersNames" in info else []
             names.update(n[:-len(_DECOMPOSED)] if n.endswith(_DECOMPOSED) else n
                          for n in (op.get_friendly_name(), *fused))
     return names
+
+
+def int8_kernel_names(compiled) -> Set[str]:
+    """The kernel implementations (primitiveType, e.g. ``brgconv_avx512_I8``, ``jit_avx2_I8``) a compiled model runs
+    its 8-bit integer nodes with: which instruction set its integer arithmetic took."""
+    return {info.get("primitiveType", "?") for _, info in _integer_ops(compiled)}
 
 
 class OpenVinoEmbedder(nn.Module):
