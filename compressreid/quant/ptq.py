@@ -19,6 +19,7 @@ from onnxruntime.quantization import QuantFormat as OrtQuantFormat
 from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from compressreid.engine.io import publish_file, temp_file_beside
 from compressreid.errors import ConfigError, ExportError
 from compressreid.quant.calibration import BatchReader
 from compressreid.quant.format import QuantFormat
@@ -363,9 +364,7 @@ def quantize_ptq(prepared_path: str, out_path: str, batches: Sequence[torch.Tens
     calibrate_method = check_calibration_method(method)
     activations = check_activation_type(fmt.activations)
     directory = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".ptq-", suffix=".onnx", dir=directory)
-    os.close(handle)
+    tmp = temp_file_beside(out_path, prefix=".ptq-", suffix=".onnx")
     own_cache = "" if calibration_cache else tmp + ".calibration.json"
     try:
         cache = calibration_cache or calibrate(prepared_path, batches, own_cache, method, percentile, histogram_bins)
@@ -386,7 +385,7 @@ def quantize_ptq(prepared_path: str, out_path: str, batches: Sequence[torch.Tens
                                                    fmt.weight_qmax, fixed)
         if rewired or fixed or refined:
             onnx.save(quantized, tmp)
-        os.replace(tmp, out_path)
+        publish_file(tmp, out_path)  # the user's umask, not mkstemp's 0600
     except ExportError:
         raise
     except Exception as exc:  # noqa: BLE001 - ORT raises plain exceptions for unsupported graphs

@@ -177,6 +177,18 @@ def test_each_calibration_method_gives_a_model_that_runs_close_to_fp32(prepared,
     assert cosine.min() > (0.85 if method == "entropy" else 0.9), cosine
 
 
+def test_the_int8_file_gets_the_umask_mode(prepared, batches, tmp_path):
+    """quantize_ptq writes into a mkstemp file (0600) and renames it: the file must end with the mode a plainly
+    created one has, or a model quantized through the Python API is unreadable to the users it ships to."""
+    previous = os.umask(0o022)
+    try:
+        path = quantize_ptq(prepared[1], str(tmp_path / "int8.onnx"), batches, only=weighted_layers(prepared[1])[:1])
+    finally:
+        os.umask(previous)
+    assert os.stat(path).st_mode & 0o777 == 0o644
+    assert os.listdir(tmp_path) == ["int8.onnx"]  # no temporary or calibration file left beside it
+
+
 def test_excluded_conv_keeps_fp32_weights(prepared, batches, tmp_path):
     layers = weighted_layers(prepared[1])
     kept = layers[5]
