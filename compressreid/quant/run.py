@@ -139,6 +139,14 @@ def _method_info(cfg: CfgNode, batches) -> Dict[str, object]:
     return info
 
 
+def slower_batches(latency: Dict[str, object]) -> Dict[str, float]:
+    """Batch size -> speedup for the batches where the INT8 file ran slower than its FP32 source (the card's
+    ``speedup_batch<N>`` below 1). INT8 buys little on x86 CPUs for depthwise-heavy models (README, "INT8 speed of
+    depthwise students"), and a tiny input is overhead-bound: the run says so rather than leave it to the card."""
+    return {key[len("speedup_batch"):]: value for key, value in latency.items()
+            if key.startswith("speedup_batch") and isinstance(value, (int, float)) and value < 1.0}
+
+
 def _latency(cfg: CfgNode, model_of, input_size, convention: InputConvention) -> Dict[str, Dict[str, float]]:
     """Latency at each QUANT.BENCHMARK.BATCHES batch of a runtime model (``model_of()`` builds it once)."""
     b = cfg.QUANT.BENCHMARK
@@ -337,6 +345,12 @@ class _Run:
                                                         self.plan.input_size, target.convention)
         for batch, record in latency["int8"].items():
             latency[f"speedup_{batch}"] = round(self.fp32_latency[batch]["ms_p50"] / record["ms_p50"], 2)
+        slower = slower_batches(latency)
+        if slower:
+            logger.warning("%s: the INT8 file ran slower than FP32 here at batch %s (%s) at %dx%d; time it at your "
+                           "deployment size and batch (benchmarks/runtime_speed.py) before shipping it for speed",
+                           target.name, ", ".join(slower), ", ".join(f"{v:.2f}x" for v in slower.values()),
+                           *self.plan.input_size)
         certification = target.certification(metrics, judge.measured)
         _remove_stale(target, self.run.path, primary)
         files = target.package(candidate, self.run.path, primary, accepted)

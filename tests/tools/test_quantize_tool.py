@@ -26,6 +26,7 @@ from compressreid.export.ort_model import OrtEmbedder, ort_session
 from compressreid.modeling import build_model
 from compressreid.quant.compare import evaluate_cached, load_test_images
 from compressreid.quant.format import QAT_PLACEMENT
+from compressreid.quant.run import slower_batches
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(REPO, "tools", "quantize.py")
@@ -133,6 +134,13 @@ def test_accepted_run_ships_the_int8_model_and_its_card(accepted):
     assert card["size_bytes"] == (out / "student_int8.onnx").stat().st_size
 
 
+def test_slower_batches_are_those_where_int8_lost_to_fp32():
+    latency = {"int8": {"batch1": {"ms_p50": 2.0}}, "speedup_batch1": 0.87, "speedup_batch8": 1.0,
+               "speedup_batch32": 1.4, "int8_without_fallback": {}}
+    assert slower_batches(latency) == {"1": 0.87}
+    assert slower_batches({"speedup_batch1": 1.2}) == {}
+
+
 def test_accepted_metrics_report_int8_fp32_parity_and_latency(accepted):
     out, result = accepted
     assert result.returncode == 0, result.stderr[-3000:]
@@ -161,6 +169,11 @@ def test_accepted_metrics_report_int8_fp32_parity_and_latency(accepted):
             record = metrics["latency"][model][f"batch{batch}"]
             assert record["batch"] == batch and record["iters"] == 2 and record["ms_p50"] > 0
     assert metrics["latency"]["speedup_batch1"] > 0
+    # a batch where INT8 ran slower than FP32 here is said in the log, not only left in the card's numbers
+    slower = slower_batches(metrics["latency"])
+    assert sorted(slower) == sorted(k[len("speedup_batch"):] for k, v in metrics["latency"].items()
+                                    if k.startswith("speedup_batch") and v < 1.0)
+    assert ("ran slower than FP32 here" in result.stderr) == bool(slower)
     assert metrics["size_bytes"]["int8"] == (out / "student_int8.onnx").stat().st_size
     assert metrics["size_bytes"]["fp32"] == (out / "student_fp32.onnx").stat().st_size
 
