@@ -42,8 +42,10 @@ STUDENT_FP32, STUDENT_INT8, STUDENT_NNCF, TEACHER = "student FP32", "student INT
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--student-config", default="configs/synthetic/student_r18_ibn.yml")
-    parser.add_argument("--width", type=float, default=1.0, help="MODEL.BACKBONE.WIDTH of the student")
-    parser.add_argument("--feat-dim", type=int, default=0, help="MODEL.BACKBONE.FEAT_DIM (0: 512 x width)")
+    parser.add_argument("--width", type=float, default=0.0,
+                        help="MODEL.BACKBONE.WIDTH of the student (0: the config's own)")
+    parser.add_argument("--feat-dim", type=int, default=0,
+                        help="MODEL.BACKBONE.FEAT_DIM (0: the config's, scaled with --width)")
     parser.add_argument("--teacher-config", default="configs/Market1501/bagtricks_R50-ibn.yml")
     parser.add_argument("--no-teacher", action="store_true")
     parser.add_argument("--fp32", default="", help="an FP32 student ONNX file instead of building one")
@@ -72,18 +74,26 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def student_opts(cfg, width: float, feat_dim: int) -> List[str]:
+    """Config overrides for the student's width and embedding size: the config's own where 0; a width other than
+    the config's scales its FEAT_DIM with it (OSNet x0.25's 128 -> 512 at width 1), unless feat_dim is given."""
+    backbone = cfg.MODEL.BACKBONE
+    width = width or backbone.WIDTH
+    feat_dim = feat_dim or int(round(backbone.FEAT_DIM * width / backbone.WIDTH))
+    return ["MODEL.BACKBONE.WIDTH", str(width), "MODEL.BACKBONE.FEAT_DIM", str(feat_dim)]
+
+
 def student_files(args, folder: str) -> Dict[str, str]:
     """The student's FP32 file, its INT8 in the target's format and, when asked and installed, the peers."""
     size = args.size
     calibration = [example_images(size, 8, seed) for seed in range(max(1, args.calibration_images // 8))]
+    cfg = load_config(args.student_config, [])
     if args.fp32:
         files = {STUDENT_FP32: args.fp32}
     else:
-        opts = ["MODEL.BACKBONE.WIDTH", str(args.width),
-                "MODEL.BACKBONE.FEAT_DIM", str(args.feat_dim or int(512 * args.width))]
-        model = _bench.build_random_model(args.student_config, size, opts, warm=not args.cold_bn)
+        model = _bench.build_random_model(args.student_config, size, student_opts(cfg, args.width, args.feat_dim),
+                                          warm=not args.cold_bn)
         files = {STUDENT_FP32: export_onnx(model, os.path.join(folder, "student_fp32.onnx"), size)}
-    cfg = load_config(args.student_config, [])
     fmt = QUANT_TARGETS.get(args.target).format_from_config(cfg.QUANT)
     files[STUDENT_INT8] = args.int8 or _bench.quantize_ours(files[STUDENT_FP32], os.path.join(folder, "int8.onnx"),
                                                             calibration, fmt)

@@ -1,4 +1,5 @@
-"""benchmarks/int8_paired_map.py's paired Rank-1 and the per-query scores it reads (benchmarks/_bench.py)."""
+"""benchmarks/int8_paired_map.py's paired Rank-1 and the per-query scores it reads (benchmarks/_bench.py); the student
+runtime_speed.py builds by default."""
 
 from __future__ import annotations
 
@@ -50,3 +51,20 @@ def test_per_query_scores_mark_rank1_hits_and_skip_queries_without_a_match(bench
     assert hit[0] == 100.0 and hit[1] == 0.0 and np.isnan(hit[2])
     assert ap[0] == 100.0 and ap[1] == pytest.approx(50.0) and np.isnan(ap[2])
     assert np.array_equal(_bench.per_query_ap(q, g, images, "cosine"), ap, equal_nan=True)
+
+
+def test_runtime_speed_builds_the_configs_student_unless_told_otherwise():
+    """runtime_speed.py's defaults: the config's width and embedding size (MobileNetV3-small's FEAT_DIM is 576,
+    not 512 x width); another width scales the config's FEAT_DIM with it; --feat-dim wins."""
+    from compressreid.config import load_config
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(os.path.join(REPO, "benchmarks"))
+        import runtime_speed
+    configs = os.path.join(REPO, "configs", "synthetic")
+    mnv3 = load_config(os.path.join(configs, "student_mobilenetv3_small.yml"), [])
+    osnet = load_config(os.path.join(configs, "student_osnet_x0_25.yml"), [])
+    assert runtime_speed.student_opts(mnv3, 0.0, 0) == ["MODEL.BACKBONE.WIDTH", "1.0", "MODEL.BACKBONE.FEAT_DIM", "576"]
+    assert runtime_speed.student_opts(osnet, 0.0, 0)[1::2] == ["0.25", "128"]
+    assert runtime_speed.student_opts(osnet, 1.0, 0)[1::2] == ["1.0", "512"]
+    assert runtime_speed.student_opts(osnet, 1.0, 256)[1::2] == ["1.0", "256"]
