@@ -146,27 +146,19 @@ def fp32_layers(path: str) -> List[str]:
 
 
 # ---- per-query accuracy ------------------------------------------------------------------------------------------
-def per_query_scores(q_feats: torch.Tensor, g_feats: torch.Tensor, images, metric: str
-                     ) -> Tuple[np.ndarray, np.ndarray]:
-    """(AP, Rank-1 hit), both in %, of every query of ``images`` (a compressreid.quant.compare.TestImages), ranked
-    densely by ``metric``; NaN for a query without a true match. Their NaN-means are the evaluator's mAP and Rank-1
-    without AQE/re-ranking."""
+def per_query_ap(q_feats: torch.Tensor, g_feats: torch.Tensor, images, metric: str) -> np.ndarray:
+    """AP (in %) of every query of ``images`` (a compressreid.quant.compare.TestImages), ranked densely by
+    ``metric``; NaN for a query without a true match. Its NaN-mean is the evaluator's mAP without AQE/re-ranking."""
     q_ids, g_ids = encode_identities([r.pid for r in images.q_records], [r.pid for r in images.g_records])
     q_cams = np.array([r.camid for r in images.q_records])
     g_cams = np.array([r.camid for r in images.g_records])
-    ap, hit = np.full(len(q_ids), np.nan), np.full(len(q_ids), np.nan)
+    ap = np.full(len(q_ids), np.nan)
     if not (torch.isfinite(q_feats).all() and torch.isfinite(g_feats).all()):
-        return ap, hit  # a broken model: no query scored (the evaluator reports NaN metrics for it too)
+        return ap  # a broken model: no query scored (the evaluator reports NaN metrics for it too)
     ranks = evaluate_rank_detailed(np.asarray(compute_distance(q_feats, g_feats, metric)), q_ids, g_ids, q_cams,
                                    g_cams)
     ap[ranks.valid_query_mask] = ranks.all_AP * 100.0
-    hit[ranks.valid_query_mask] = (ranks.first_match == 0) * 100.0
-    return ap, hit
-
-
-def per_query_ap(q_feats: torch.Tensor, g_feats: torch.Tensor, images, metric: str) -> np.ndarray:
-    """AP (in %) of every query (per_query_scores' first half): its NaN-mean is the evaluator's mAP."""
-    return per_query_scores(q_feats, g_feats, images, metric)[0]
+    return ap
 
 
 # ---- runners -------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ rendering of the synthetic benchmark that no choice saw:
 
 With ``--runtime openvino`` the INT8 files run in OpenVINO's CPU plugin, as the openvino target runs them (the
 reference stays in ONNX Runtime: node by node, or ``--against``'s file). Rank-1 is paired too (hits lost and
-gained), since a gate's Rank-1 cap can fail on a test set's draw:
+gained, paired as the quantize run's Rank-1 rules pair them), since a Rank-1 cap can fail on a test set's draw:
 
     python benchmarks/int8_paired_map.py output/q19/osnet_qat/config.yaml \
         output/q19/osnet_qat/student_int8.openvino.rejected.onnx --runtime openvino \
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 from typing import Tuple
 
 import numpy as np
@@ -41,26 +42,20 @@ from compressreid.data.build import load_test_sets
 from compressreid.evaluation.evaluator import ReIDEvaluator
 from compressreid.export.ort_model import OrtEmbedder
 from compressreid.quant.compare import (Embedded, evaluate_cached, load_test_images, paired_difference,
-                                        quantization_parity)
+                                        quantization_parity, rank1_flips)
 
-from _bench import per_query_scores
+from _bench import per_query_ap
 
 
-def query_scores(evaluator: ReIDEvaluator, model, images) -> Tuple[Tuple[np.ndarray, np.ndarray], Embedded]:
-    """((AP, Rank-1 hit) in % of every query, in query order, NaN without a true match), and the embeddings."""
+def query_ap(evaluator: ReIDEvaluator, model, images) -> Tuple[np.ndarray, Embedded]:
+    """AP (in %) of every query, in query order (NaN without a true match), and the embeddings."""
     embedded = evaluate_cached(evaluator, model, images)
-    return per_query_scores(embedded.q_feats, embedded.g_feats, images, evaluator.metric), embedded
-
-
-def paired_hits(hit: np.ndarray, reference_hit: np.ndarray) -> Tuple[float, float, int, int]:
-    """Rank-1 difference (points) over the queries both score, its standard error, and the queries lost / gained."""
-    valid = np.isfinite(hit) & np.isfinite(reference_hit)
-    diff = (hit - reference_hit)[valid]
-    stderr = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
-    return float(diff.mean()), stderr, int((diff < 0).sum()), int((diff > 0).sum())
+    return per_query_ap(embedded.q_feats, embedded.g_feats, images, evaluator.metric), embedded
 
 
 def int8_model(path: str, runtime: str, threads: int):
+    """The INT8 file as ``runtime`` runs it: OpenVINO's CPU plugin as the openvino target compiles it, or ONNX
+    Runtime's optimised session."""
     if runtime == "openvino":
         from compressreid.export.openvino_model import OpenVinoEmbedder
 
@@ -74,7 +69,7 @@ def input_size(path: str) -> Tuple[int, int]:
     return dims[2].dim_value, dims[3].dim_value
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", help="the quantize run's config.yaml (its test set is used)")
     parser.add_argument("onnx", nargs="+", help="INT8 ONNX files (one without --against)")
@@ -90,7 +85,9 @@ def main() -> None:
     if len(args.opts) % 2:
         parser.error("--opts needs KEY VALUE pairs")
     if args.runtime == "openvino" and importlib.util.find_spec("openvino") is None:
-        parser.error("--runtime openvino needs the openvino package: pip install 'compressreid[openvino]'")
+        print("int8_paired_map.py: --runtime openvino needs the openvino package: pip install "
+              "'compressreid[openvino]'", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     sizes = {path: input_size(path) for path in [*args.onnx, *([args.against] if args.against else [])]}
     if len(set(sizes.values())) > 1:
@@ -101,31 +98,33 @@ def main() -> None:
     evaluator = ReIDEvaluator.from_config(cfg)
     reference = None
     if args.against:
-        reference = query_scores(evaluator, OrtEmbedder(args.against, threads=args.threads, optimized=True), images)
+        reference = query_ap(evaluator, OrtEmbedder(args.against, threads=args.threads, optimized=True), images)
     for path in args.onnx:
-        optimised = query_scores(evaluator, int8_model(path, args.runtime, args.threads), images)
-        against = reference if reference is not None else query_scores(
+        optimised = query_ap(evaluator, int8_model(path, args.runtime, args.threads), images)
+        against = reference if reference is not None else query_ap(
             evaluator, OrtEmbedder(path, threads=args.threads, optimized=False), images)
         report(path, optimised, against, args.against or "node by node", evaluator.metric, args.runtime)
+    return 0
 
 
-def report(path: str, optimised: Tuple[Tuple[np.ndarray, np.ndarray], Embedded],
-           reference: Tuple[Tuple[np.ndarray, np.ndarray], Embedded], label: str, metric: str, runtime: str) -> None:
-    ((ap, hit), embedded), ((reference_ap, reference_hit), reference_embedded) = optimised, reference
+def report(path: str, optimised: Tuple[np.ndarray, Embedded], reference: Tuple[np.ndarray, Embedded], label: str,
+           metric: str, runtime: str) -> None:
+    (ap, embedded), (reference_ap, reference_embedded) = optimised, reference
     valid = np.isfinite(ap) & np.isfinite(reference_ap)
     mean, stderr = paired_difference(ap, reference_ap)
     diff = (ap - reference_ap)[valid]
     if not len(diff):
         raise SystemExit(f"{path}: no query has a true match in the gallery (or the embeddings are not finite)")
-    rank1, rank1_se, lost, gained = paired_hits(hit, reference_hit)
+    flips = rank1_flips(reference_embedded.result, embedded.result)  # as the quantize run's Rank-1 rules pair them
     parity = quantization_parity(reference_embedded, embedded, metric)
     print(f"{path}: {valid.sum()} queries: mAP {runtime} {np.nanmean(ap):.3f}, {label} "
           f"{np.nanmean(reference_ap):.3f}; paired difference {mean:+.3f} +- {stderr:.3f} (standard error); "
           f"{(np.abs(diff) > 1e-6).sum()} queries changed, the largest by {np.abs(diff).max():.2f} AP points; "
-          f"Rank-1 {np.nanmean(hit):.2f} vs {np.nanmean(reference_hit):.2f}, paired {rank1:+.2f} +- {rank1_se:.2f} "
-          f"({lost} queries lost, {gained} gained); "
+          f"Rank-1 {embedded.result.metrics['rank1']:.2f} vs {reference_embedded.result.metrics['rank1']:.2f}, "
+          f"{flips['rank1_lost']:.0f} queries lost, {flips['rank1_gained']:.0f} gained (drop SE "
+          f"{flips['rank1_drop_se']:.2f}); "
           f"embedding cosine mean / min {parity['cosine_mean']:.4f} / {parity['cosine_min']:.4f}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

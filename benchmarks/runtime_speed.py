@@ -44,8 +44,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--student-config", default="configs/synthetic/student_r18_ibn.yml")
     parser.add_argument("--width", type=float, default=0.0,
                         help="MODEL.BACKBONE.WIDTH of the student (0: the config's own)")
-    parser.add_argument("--feat-dim", type=int, default=0,
-                        help="MODEL.BACKBONE.FEAT_DIM (0: the config's, scaled with --width)")
     parser.add_argument("--teacher-config", default="configs/Market1501/bagtricks_R50-ibn.yml")
     parser.add_argument("--no-teacher", action="store_true")
     parser.add_argument("--fp32", default="", help="an FP32 student ONNX file instead of building one")
@@ -74,13 +72,10 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def student_opts(cfg, width: float, feat_dim: int) -> List[str]:
-    """Config overrides for the student's width and embedding size: the config's own where 0; a width other than
-    the config's scales its FEAT_DIM with it (OSNet x0.25's 128 -> 512 at width 1), unless feat_dim is given."""
-    backbone = cfg.MODEL.BACKBONE
-    width = width or backbone.WIDTH
-    feat_dim = feat_dim or int(round(backbone.FEAT_DIM * width / backbone.WIDTH))
-    return ["MODEL.BACKBONE.WIDTH", str(width), "MODEL.BACKBONE.FEAT_DIM", str(feat_dim)]
+def student_opts(cfg, width: float) -> List[str]:
+    """The config override for the student's width: the config's own where 0 (the head reads the backbone's output
+    channels, so MODEL.BACKBONE.FEAT_DIM, which only documents them, needs no override)."""
+    return ["MODEL.BACKBONE.WIDTH", str(width or cfg.MODEL.BACKBONE.WIDTH)]
 
 
 def student_files(args, folder: str) -> Dict[str, str]:
@@ -91,7 +86,7 @@ def student_files(args, folder: str) -> Dict[str, str]:
     if args.fp32:
         files = {STUDENT_FP32: args.fp32}
     else:
-        model = _bench.build_random_model(args.student_config, size, student_opts(cfg, args.width, args.feat_dim),
+        model = _bench.build_random_model(args.student_config, size, student_opts(cfg, args.width),
                                           warm=not args.cold_bn)
         files = {STUDENT_FP32: export_onnx(model, os.path.join(folder, "student_fp32.onnx"), size)}
     fmt = QUANT_TARGETS.get(args.target).format_from_config(cfg.QUANT)

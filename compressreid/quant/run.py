@@ -140,9 +140,10 @@ def _method_info(cfg: CfgNode, batches) -> Dict[str, object]:
 
 
 def slower_batches(latency: Dict[str, object]) -> Dict[str, float]:
-    """Batch size -> speedup for the batches where the INT8 file ran slower than its FP32 source (the card's
-    ``speedup_batch<N>`` below 1). INT8 buys little on x86 CPUs for depthwise-heavy models (README, "INT8 speed of
-    depthwise students"), and a tiny input is overhead-bound: the run says so rather than leave it to the card."""
+    """Batch size -> speedup for the batches where the INT8 file, in its target's runtime, ran slower than the FP32
+    source file in ONNX Runtime (the card's ``speedup_batch<N>`` below 1). INT8 bought nothing at batch 1 for the
+    depthwise students measured (README, "INT8 speed of the depthwise students"), and a tiny input is
+    overhead-bound: the run says so rather than leave it to the card."""
     return {key[len("speedup_batch"):]: value for key, value in latency.items()
             if key.startswith("speedup_batch") and isinstance(value, (int, float)) and value < 1.0}
 
@@ -347,10 +348,10 @@ class _Run:
             latency[f"speedup_{batch}"] = round(self.fp32_latency[batch]["ms_p50"] / record["ms_p50"], 2)
         slower = slower_batches(latency)
         if slower:
-            logger.warning("%s: the INT8 file ran slower than FP32 here at batch %s (%s) at %dx%d; time it at your "
-                           "deployment size and batch (benchmarks/runtime_speed.py) before shipping it for speed",
-                           target.name, ", ".join(slower), ", ".join(f"{v:.2f}x" for v in slower.values()),
-                           *self.plan.input_size)
+            logger.warning("%s: the INT8 file ran slower here than the FP32 file in ONNX Runtime at batch %s (%s) at "
+                           "%dx%d; time both at your deployment size and batch (benchmarks/runtime_speed.py) before "
+                           "shipping INT8 for speed", target.name, ", ".join(slower),
+                           ", ".join(f"{v:.2f}x" for v in slower.values()), *self.plan.input_size)
         certification = target.certification(metrics, judge.measured)
         _remove_stale(target, self.run.path, primary)
         files = target.package(candidate, self.run.path, primary, accepted)
