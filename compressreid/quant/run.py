@@ -140,8 +140,8 @@ def _method_info(cfg: CfgNode, batches) -> Dict[str, object]:
 
 
 def slower_batches(latency: Dict[str, object]) -> Dict[str, float]:
-    """Batch size -> speedup for the batches where the INT8 file, in its target's runtime, ran slower than the FP32
-    source file in ONNX Runtime (the card's ``speedup_batch<N>`` below 1). INT8 bought nothing at batch 1 for the
+    """Batch size -> speedup for the batches where the INT8 file ran slower than the FP32 source file in the same
+    runtime, the target's (the card's ``speedup_batch<N>`` below 1). INT8 bought nothing at batch 1 for the
     depthwise students measured (README, "INT8 speed of the depthwise students"), and a tiny input is
     overhead-bound: the run says so rather than leave it to the card."""
     return {key[len("speedup_batch"):]: value for key, value in latency.items()
@@ -229,6 +229,7 @@ class _Run:
         self.graphs = _Graphs(cfg, self.plan, self.model, self.fp32_path, self.workdir, self.batches)
         self.fp32_latency = _latency(cfg, lambda: OrtEmbedder(self.fp32_path, q.BENCHMARK.THREADS),
                                      self.plan.input_size, source_convention)
+        self.fp32_latency_by_runtime: Dict[str, Dict[str, Dict[str, float]]] = {}
         self.method_info = _method_info(cfg, self.batches)
         self.qat_files: Dict[str, str] = {}
         self.judges: Dict[str, TargetJudge] = {}
@@ -317,6 +318,19 @@ class _Run:
             names.append("nearest")
         return [(name, *self.graphs.quantizer(target, replace(asked, weight_rounding=name))) for name in names]
 
+    def _fp32_latency_in(self, target: QuantTarget) -> Dict[str, Dict[str, float]]:
+        """The FP32 file's latency in ``target``'s runtime, so its speedups compare like with like: ONNX Runtime's
+        (measured once, at the start) for the ONNX Runtime targets, else measured once per runtime; empty where the
+        runtime does not run here (TensorRT)."""
+        if target.runtime == "onnxruntime":
+            return self.fp32_latency
+        if target.runtime not in self.fp32_latency_by_runtime:
+            threads = self.cfg.QUANT.BENCHMARK.THREADS
+            self.fp32_latency_by_runtime[target.runtime] = _latency(
+                self.cfg, lambda: target.runtime_model(self.fp32_path, threads), self.plan.input_size,
+                get_convention(self.plan.source_convention))
+        return self.fp32_latency_by_runtime[target.runtime]
+
     def _judged(self, target: QuantTarget, primary: bool, judge: TargetJudge, candidate: str, full_int8: str,
                 fallback: Dict[str, object], judged_first: Optional[Tuple[Embedded, Dict[str, float]]] = None
                 ) -> TargetOutcome:
@@ -344,13 +358,17 @@ class _Run:
         if candidate != full_int8:  # what keeping layers in FP32 cost
             latency["int8_without_fallback"] = _latency(self.cfg, lambda: target.runtime_model(full_int8, threads),
                                                         self.plan.input_size, target.convention)
+        fp32 = self._fp32_latency_in(target)
+        if target.runtime != "onnxruntime" and fp32:
+            latency["fp32_same_runtime"] = fp32
         for batch, record in latency["int8"].items():
-            latency[f"speedup_{batch}"] = round(self.fp32_latency[batch]["ms_p50"] / record["ms_p50"], 2)
+            if batch in fp32:
+                latency[f"speedup_{batch}"] = round(fp32[batch]["ms_p50"] / record["ms_p50"], 2)
         slower = slower_batches(latency)
         if slower:
-            logger.warning("%s: the INT8 file ran slower here than the FP32 file in ONNX Runtime at batch %s (%s) at "
-                           "%dx%d; time both at your deployment size and batch (benchmarks/runtime_speed.py) before "
-                           "shipping INT8 for speed", target.name, ", ".join(slower),
+            logger.warning("%s: the INT8 file ran slower here than the FP32 file in %s at batch %s (%s) at %dx%d; "
+                           "time both at your deployment size and batch (benchmarks/runtime_speed.py) before "
+                           "shipping INT8 for speed", target.name, target.runtime, ", ".join(slower),
                            ", ".join(f"{v:.2f}x" for v in slower.values()), *self.plan.input_size)
         certification = target.certification(metrics, judge.measured)
         _remove_stale(target, self.run.path, primary)

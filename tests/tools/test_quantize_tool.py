@@ -468,6 +468,17 @@ def test_every_target_writes_its_own_file_judged_in_its_own_runtime(multi):
         assert sum("measured here" in kind["how"] for kind in certification.values()) == 1
     card = read(out / "model_card.json")
     assert "OpenVINO" in next(t for t in card["targets"] if t["model"] == files["openvino"])["target"]["judged_in"]
+    # speedups compare like with like: OpenVINO's INT8 file over the FP32 file in OpenVINO, ONNX Runtime's over
+    # the FP32 file in ONNX Runtime (the run's top-level fp32 latency)
+    for name, fp32 in (("openvino", openvino["latency"].get("fp32_same_runtime")),
+                       ("ort_portable", metrics["latency"]["fp32"])):
+        latency = metrics["targets"][name]["latency"]
+        assert fp32 and set(fp32) == set(latency["int8"])
+        for batch in (1, 8, 32):
+            assert latency[f"speedup_batch{batch}"] == round(
+                fp32[f"batch{batch}"]["ms_p50"] / latency["int8"][f"batch{batch}"]["ms_p50"], 2)
+    assert openvino["latency"]["fp32_same_runtime"] != metrics["latency"]["fp32"]  # timed in OpenVINO, not reused
+    assert "fp32_same_runtime" not in metrics["targets"]["ort_vnni"]["latency"]
 
 
 def test_a_portable_target_with_8bit_weights_is_rejected_by_the_bound(work, tmp_path, monkeypatch):
