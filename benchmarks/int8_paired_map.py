@@ -44,13 +44,12 @@ from compressreid.export.ort_model import OrtEmbedder
 from compressreid.quant.compare import (Embedded, evaluate_cached, load_test_images, paired_difference,
                                         quantization_parity, rank1_flips)
 
-from _bench import per_query_ap
-
 
 def query_ap(evaluator: ReIDEvaluator, model, images) -> Tuple[np.ndarray, Embedded]:
-    """AP (in %) of every query, in query order (NaN without a true match), and the embeddings."""
+    """AP (in %) of every query, in query order (NaN without a true match), and the embeddings: the evaluator's own
+    per-query AP, which the quantize run's mAP rules pair too."""
     embedded = evaluate_cached(evaluator, model, images)
-    return per_query_ap(embedded.q_feats, embedded.g_feats, images, evaluator.metric), embedded
+    return 100.0 * embedded.result.query_AP, embedded
 
 
 def int8_model(path: str, runtime: str, threads: int):
@@ -93,7 +92,8 @@ def main() -> int:
     if len(set(sizes.values())) > 1:
         parser.error(f"the files take different input sizes: {sizes}")
     height, width = sizes[args.onnx[0]]
-    cfg = load_config(args.config, ["INPUT.SIZE_TEST", repr([height, width]), "TEST.TOPK", "0", *args.opts])
+    cfg = load_config(args.config, ["INPUT.SIZE_TEST", repr([height, width]), *args.opts, "TEST.TOPK", "0",
+                                    "TEST.AQE.ENABLED", "False", "TEST.RERANK.ENABLED", "False"])
     images = load_test_images(cfg, load_test_sets(cfg)[0])
     evaluator = ReIDEvaluator.from_config(cfg)
     reference = None

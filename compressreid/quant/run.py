@@ -24,6 +24,7 @@ from compressreid.engine.verdict import Verdict
 from compressreid.evaluation.evaluator import ReIDEvaluator
 from compressreid.evaluation.report import metrics_payload, write_plots
 from compressreid.export.conventions import ConventionAdapter, InputConvention, get_convention
+from compressreid.export.cpu import this_kind
 from compressreid.export.latency import measure_module_latency
 from compressreid.export.model_card import build_model_card, target_entry, write_model_card
 from compressreid.export.onnx_export import export_onnx
@@ -358,7 +359,9 @@ class _Run:
         if candidate != full_int8:  # what keeping layers in FP32 cost
             latency["int8_without_fallback"] = _latency(self.cfg, lambda: target.runtime_model(full_int8, threads),
                                                         self.plan.input_size, target.convention)
-        fp32 = self._fp32_latency_in(target)
+        # no speedup where the runtime here stands in for the target's CPU (ort_vnni's exact-accumulation kernels
+        # on a CPU without VNNI): its times are not the target's
+        fp32 = self._fp32_latency_in(target) if target.measured_kind() in (None, this_kind()) else {}
         if target.runtime != "onnxruntime" and fp32:
             latency["fp32_same_runtime"] = fp32
         for batch, record in latency["int8"].items():
@@ -442,7 +445,8 @@ def _payload(run: _Run, outcomes: List[TargetOutcome]) -> Dict[str, object]:
                                     "images": int(main.metrics["runtime_parity_images"])}
     payload.update({"artifact": os.path.basename(main.files[0]), "export_parity": run.export_parity,
                     "quantization": method, "fallback": main.fallback,
-                    "latency": {**main.latency, "fp32": run.fp32_latency},
+                    # the FP32 time the primary file's speedups are over (its runtime's)
+                    "latency": {**main.latency, "fp32": main.latency.get("fp32_same_runtime", run.fp32_latency)},
                     "size_bytes": {"fp32": os.path.getsize(run.fp32_path), "int8": main.size_bytes},
                     "targets": {o.target.name: {"file": os.path.basename(o.files[0]), "accepted": o.accepted,
                                                 **o.metrics, "certification": o.certification,
