@@ -22,6 +22,7 @@ gained, paired as the quantize run's Rank-1 rules pair them), since a Rank-1 cap
         output/q19/osnet_qat/student_int8.openvino.rejected.onnx --runtime openvino \
         --against output/q19/osnet_qat/student_fp32.onnx --opts DATASETS.SYNTHETIC.SEED 1 DATASETS.SYNTHETIC.NUM_TEST_IDS 400
 
+Each file is fed in the input convention its run's model_card.json names for it (RGB 0..255 where none does).
 The test set is the config's first one, read at the ONNX file's input size, scored densely (TEST.TOPK 0) by the
 config's distance without AQE or re-ranking.
 """
@@ -30,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import os
 import sys
 from typing import Tuple
 
@@ -40,9 +43,11 @@ import torch
 from compressreid.config import load_config
 from compressreid.data.build import load_test_sets
 from compressreid.evaluation.evaluator import ReIDEvaluator
+from compressreid.export.conventions import get_convention
 from compressreid.export.ort_model import OrtEmbedder
-from compressreid.quant.compare import (Embedded, evaluate_cached, load_test_images, paired_difference,
+from compressreid.quant.compare import (Embedded, TestImages, evaluate_cached, load_test_images, paired_difference,
                                         quantization_parity, rank1_flips)
+from compressreid.quant.judge import in_convention
 
 
 def query_ap(evaluator: ReIDEvaluator, model, images) -> Tuple[np.ndarray, Embedded]:
@@ -50,6 +55,19 @@ def query_ap(evaluator: ReIDEvaluator, model, images) -> Tuple[np.ndarray, Embed
     per-query AP, which the quantize run's mAP rules pair too."""
     embedded = evaluate_cached(evaluator, model, images)
     return 100.0 * embedded.result.query_AP, embedded
+
+
+def fed(images: TestImages, path: str) -> TestImages:
+    """The test images as ``path``'s caller feeds them: in the input convention its run's model_card.json names for
+    that file (a BoxMOT file takes ImageNet-normalised RGB), else RGB 0..255 (fast-reid's, the FP32 file's)."""
+    name = "rgb255"
+    card_path = os.path.join(os.path.dirname(os.path.abspath(path)), "model_card.json")
+    if os.path.isfile(card_path):
+        with open(card_path, "r", encoding="utf-8") as handle:
+            card = json.load(handle)
+        entry = next((e for e in [card, *card.get("targets", [])] if e.get("model") == os.path.basename(path)), {})
+        name = entry.get("input_convention", name)
+    return in_convention(images, get_convention(name))
 
 
 def int8_model(path: str, runtime: str, threads: int):
@@ -98,11 +116,12 @@ def main() -> int:
     evaluator = ReIDEvaluator.from_config(cfg)
     reference = None
     if args.against:
-        reference = query_ap(evaluator, OrtEmbedder(args.against, threads=args.threads, optimized=True), images)
+        reference = query_ap(evaluator, OrtEmbedder(args.against, threads=args.threads, optimized=True),
+                             fed(images, args.against))
     for path in args.onnx:
-        optimised = query_ap(evaluator, int8_model(path, args.runtime, args.threads), images)
+        optimised = query_ap(evaluator, int8_model(path, args.runtime, args.threads), fed(images, path))
         against = reference if reference is not None else query_ap(
-            evaluator, OrtEmbedder(path, threads=args.threads, optimized=False), images)
+            evaluator, OrtEmbedder(path, threads=args.threads, optimized=False), fed(images, path))
         report(path, optimised, against, args.against or "node by node", evaluator.metric, args.runtime)
     return 0
 
