@@ -230,7 +230,8 @@ class _Run:
         self.graphs = _Graphs(cfg, self.plan, self.model, self.fp32_path, self.workdir, self.batches)
         self.fp32_latency = _latency(cfg, lambda: OrtEmbedder(self.fp32_path, q.BENCHMARK.THREADS),
                                      self.plan.input_size, source_convention)
-        self.fp32_latency_by_runtime: Dict[str, Dict[str, Dict[str, float]]] = {}
+        # ONNX Runtime's is measured here; another runtime's the first time a target of it needs it
+        self.fp32_latency_by_runtime: Dict[str, Dict[str, Dict[str, float]]] = {"onnxruntime": self.fp32_latency}
         self.method_info = _method_info(cfg, self.batches)
         self.qat_files: Dict[str, str] = {}
         self.judges: Dict[str, TargetJudge] = {}
@@ -320,11 +321,8 @@ class _Run:
         return [(name, *self.graphs.quantizer(target, replace(asked, weight_rounding=name))) for name in names]
 
     def _fp32_latency_in(self, target: QuantTarget) -> Dict[str, Dict[str, float]]:
-        """The FP32 file's latency in ``target``'s runtime, so its speedups compare like with like: ONNX Runtime's
-        (measured once, at the start) for the ONNX Runtime targets, else measured once per runtime; empty where the
-        runtime does not run here (TensorRT)."""
-        if target.runtime == "onnxruntime":
-            return self.fp32_latency
+        """The FP32 file's latency in ``target``'s runtime, so its speedups compare like with like, measured once per
+        runtime; empty where the runtime does not run here (TensorRT)."""
         if target.runtime not in self.fp32_latency_by_runtime:
             threads = self.cfg.QUANT.BENCHMARK.THREADS
             self.fp32_latency_by_runtime[target.runtime] = _latency(
