@@ -23,6 +23,7 @@ from yacs.config import CfgNode
 from compressreid.cli import add_checkpoint_options, build_parser, run_tool, setup_logging
 from compressreid.config import load_config
 from compressreid.errors import GateFailed
+from compressreid.pipeline.builtin import INT8_MODEL
 from compressreid.pipeline.runner import plan_pipeline, run_pipeline, split_overrides
 
 # The recipe run without --config-file. The configs are not installed with the package, so it is found next to
@@ -55,7 +56,8 @@ def main() -> None:
         print(f"report: {os.path.join(plan.output_dir, 'report.md')}")
         raise
     last = plan.stages[-1].name
-    print(f"report: {result.report}\n{'INT8 model' if last == 'quantize' else 'model'}: {result.final_artifact}")
+    int8 = last == "quantize" and os.path.basename(result.final_artifact or "") == INT8_MODEL  # else FP32 shipped
+    print(f"report: {result.report}\n{'INT8 model' if int8 else 'model'}: {result.final_artifact}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import sys
 from compressreid.cli import add_checkpoint_options, build_parser, run_tool, setup_logging
 from compressreid.config import load_config
 from compressreid.engine.run_dir import RunDirectory
-from compressreid.quant.run import CARD_FILE, SHIPPED, check_quantize_inputs, quantize_verdict, run_quantize
+from compressreid.quant.run import CARD_FILE, check_quantize_inputs, quantize_verdict, run_quantize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "synthetic", "quant_r18.yml")
@@ -39,8 +39,12 @@ def main() -> None:
     verdict = quantize_verdict(cfg, plan)
     run = RunDirectory(cfg.OUTPUT_DIR).start(cfg, "quantize")
     with run.guard():
-        run_quantize(cfg, run, sys.stderr.isatty(), plan, verdict)
-    print(f"INT8 model: {run.file(SHIPPED)}\nmodel card: {run.file(CARD_FILE)}\nmetrics: {run.file('metrics.json')}")
+        payload = run_quantize(cfg, run, sys.stderr.isatty(), plan, verdict)
+    shipping = payload["shipping"]
+    label = ("INT8 model" if shipping["precision"] == "int8" else
+             f"model (FP32: INT8 ran slower at batch {shipping['deploy_batch']}, kept as {shipping['int8_model']})")
+    print(f"{label}: {run.file(payload['artifact'])}\nmodel card: {run.file(CARD_FILE)}\n"
+          f"metrics: {run.file('metrics.json')}")
 
 
 if __name__ == "__main__":

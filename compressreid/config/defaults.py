@@ -474,6 +474,16 @@ _C.QUANT.BENCHMARK.ITERS = 20
 _C.QUANT.BENCHMARK.THREADS = 0
 # Batch sizes each shipped file's latency is measured at (in its target's runtime) and recorded on its card.
 _C.QUANT.BENCHMARK.BATCHES = (1, 8, 32)
+# The INT8 file and its FP32 source are timed in turn in ROUNDS rounds (ITERS calls each, spread over the rounds
+# and rounded up to whole rounds; no more rounds than ITERS), so a shared machine's drift cancels in the per-round ratios; the card's speed-up is
+# their median, its range their minimum and maximum.
+_C.QUANT.BENCHMARK.ROUNDS = 5
+# The batch size the file is deployed at (one of BATCHES; a tracker embeds the crops of one frame: 1 by default).
+_C.QUANT.BENCHMARK.DEPLOY_BATCH = 1
+# What a target does when its INT8 file ran slower than FP32 at DEPLOY_BATCH in every round: "warn" ships the INT8
+# file and says so; "ship_fp32" ships the FP32 model in the target's input convention instead (the card names
+# the INT8 file and why it was not shipped). A speed-up that straddles 1 across rounds only warns.
+_C.QUANT.BENCHMARK.WHEN_SLOWER = "warn"
 # Deployment targets, each writing its own file judged in its own runtime (compressreid.quant.targets); the first
 # is the run's primary file (student_int8.onnx), the others student_int8.<target>.onnx. "ort_portable": ONNX
 # Runtime, exact on every CPU kind (x86 with or without AVX-512/VNNI, ARM64) because its 7-bit weights cannot

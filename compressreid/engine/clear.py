@@ -27,9 +27,11 @@ RUN_FILES = ("status.json", "metrics.json", "model_final.pth", "last_checkpoint.
              "distill_adapters.pth", "student_int8.onnx", "student_int8.rejected.onnx", "student_fp32.onnx",
              "model_card.json")
 # the per-target INT8 files of quant.targets (student_int8.<target>[.rejected].onnx; BoxMOT's
-# <arch>_compressreid_int8[.rejected].onnx and its .onnx.metadata.json sidecar)
+# <arch>_compressreid_int8[.rejected].onnx and its .onnx.metadata.json sidecar), and the FP32 models a target ships
+# where INT8 ran slower (student_fp32.<target>.onnx; BoxMOT's <arch>_compressreid_fp32.onnx and its sidecar)
 RUN_FILE_PATTERNS = ("student_int8.*.onnx", "*_compressreid_int8.onnx", "*_compressreid_int8.rejected.onnx",
-                     "*_compressreid_int8.onnx.metadata.json")
+                     "*_compressreid_int8.onnx.metadata.json", "student_fp32.*.onnx", "*_compressreid_fp32.onnx",
+                     "*_compressreid_fp32.onnx.metadata.json")
 RUN_FOLDERS = ("plots", "tensorboard", "work", "qat", "finetune_step*")
 # What a resumed run continues from (the train log and tensorboard are continued too, not restarted).
 RESUME_STATE = ("last_checkpoint.pth", "train_log.jsonl", "tensorboard")

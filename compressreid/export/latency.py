@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -66,3 +66,24 @@ def measure_module_latency(model: nn.Module, input_size: Sequence[int], batch: i
     if transform is not None:
         images = transform(images)
     return _summary(_time(lambda: model(images), iters, warmup), batch)
+
+
+@torch.inference_mode()
+def interleaved_latency(models: Sequence[Callable[[torch.Tensor], object]], inputs: Sequence[torch.Tensor],
+                        rounds: int, calls: int, warmup: int = 3) -> List[List[List[float]]]:
+    """Time several models in turn: each of ``rounds`` rounds makes ``calls`` timed calls of every model on its
+    input, so the drift of a shared machine hits them alike and their per-round ratios cancel it. Returns, per model,
+    per round, the call times in milliseconds."""
+    for model, images in zip(models, inputs):
+        for _ in range(warmup):
+            model(images)
+    samples: List[List[List[float]]] = [[] for _ in models]
+    for _ in range(rounds):
+        for model, images, out in zip(models, inputs, samples):
+            out.append(_time(lambda: model(images), calls, 0))
+    return samples
+
+
+def latency_summary(samples: Sequence[float], batch: int) -> Dict[str, float]:
+    """Median, mean and minimum milliseconds per call and images per second of ``samples`` at ``batch``."""
+    return _summary(samples, batch)

@@ -7,6 +7,7 @@ evaluation package imports the pipeline's gate, so importing it here at module l
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Dict, List, Sequence
@@ -157,6 +158,16 @@ def _link(key: str):
     return link
 
 
+def quantize_shipped(folder: str) -> str:
+    """The file the quantize stage ships: its card's model (the FP32 model where QUANT.BENCHMARK.WHEN_SLOWER
+    ship_fp32 found INT8 slower), student_int8.onnx until the card exists."""
+    card = os.path.join(folder, MODEL_CARD)
+    if not os.path.isfile(card):
+        return INT8_MODEL
+    with open(card, encoding="utf-8") as f:
+        return json.load(f)["model"]
+
+
 register_stage(Stage("teacher", run_teacher, reads=teacher_reads, resumable=True, spec=teacher_spec))
 # The student's architecture trained alone (the same body as the teacher stage, with the student's config): what
 # distillation must beat. Later stages' gates name it ``baseline`` (every earlier stage is a reference by its name).
@@ -166,4 +177,5 @@ register_stage(Stage("distill", run_distill, link=distill_link, reads=distill_re
 register_stage(Stage("prune", run_prune, link=_link("PRUNE"), reads=_reads("PRUNE"), spec=prune_spec))
 register_stage(Stage("quantize", run_quantize, link=_link("QUANT"), reads=_reads("QUANT"),
                      artifacts=(INT8_MODEL, MODEL_CARD),
-                     fp32_model=lambda cfg, folder: cfg.QUANT.SOURCE, onnx=INT8_MODEL, spec=quantize_spec))
+                     fp32_model=lambda cfg, folder: cfg.QUANT.SOURCE, onnx=INT8_MODEL, spec=quantize_spec,
+                     shipped=quantize_shipped))

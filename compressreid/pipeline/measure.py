@@ -44,7 +44,8 @@ def measure_stage(stage: Stage, cfg: CfgNode, folder: str, latency: bool = True)
     out: Dict[str, object] = {"params": None, "macs": None, "size_bytes": None, "latency_ms": None,
                               "latency": None, "notes": []}
     notes: List[str] = out["notes"]  # type: ignore[assignment]
-    primary = os.path.join(folder, stage.artifacts[0]) if stage.artifacts else ""
+    shipped = stage.shipped_name(folder)
+    primary = os.path.join(folder, shipped) if shipped else ""
     if primary and os.path.isfile(primary):
         out["size_bytes"] = os.path.getsize(primary)
     model, input_size = None, list(cfg.INPUT.SIZE_TEST)
@@ -70,8 +71,9 @@ def measure_stage(stage: Stage, cfg: CfgNode, folder: str, latency: bool = True)
 
 def _measure_latency(stage: Stage, cfg: CfgNode, folder: str, model, input_size, notes: List[str]) -> Optional[dict]:
     try:
-        if stage.onnx:
-            return _latency(os.path.join(folder, stage.onnx), input_size, cfg)
+        if stage.onnx:  # the model the stage ships, when it ships another than that artifact
+            return _latency(os.path.join(folder, stage.shipped_name(folder) if stage.shipped else stage.onnx),
+                            input_size, cfg)
         if model is None:
             notes.append("latency n/a: no model to export")
             return None

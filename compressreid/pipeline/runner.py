@@ -198,7 +198,8 @@ def _run_locked(plan: PipelinePlan, options: RunOptions) -> PipelineResult:
         raise
     last = plan.stages[-1]
     manifest["status"] = "accepted"
-    manifest["final_artifact"] = os.path.join(last.folder, last.stage.artifacts[0]) if last.stage.artifacts else None
+    shipped = last.stage.shipped_name(last.folder)
+    manifest["final_artifact"] = os.path.join(last.folder, shipped) if shipped else None
     manifest["report"] = write_report(plan.output_dir, _payload(manifest))
     save()
     reused = [r.name for r in records if r.reused]
@@ -240,7 +241,8 @@ def _resume_or_run(planned: PlannedStage, earlier: Dict[Tuple[int, str], StageRe
     record.inputs, record.input_checksum = files_checksum(list(planned.stage.reads(planned.cfg)))
     old = earlier.get((planned.index, planned.name))
     blocker = (f"an earlier stage ({ran[0]}) ran again" if ran else
-               reuse_blocker(old, record.config_hash, record.input_checksum, planned.folder, planned.stage.artifacts))
+               reuse_blocker(old, record.config_hash, record.input_checksum, planned.folder,
+                             planned.stage.outputs(planned.folder)))
     tag = f"stage {planned.index + 1}/{len(plan.stages)} '{planned.name}'"
     if not blocker and old is not None:
         logger.info("%s: SKIPPED, its accepted run is up to date (same config hash %s, input checksum %s, outputs)",
@@ -319,7 +321,7 @@ def _fill_results(planned: PlannedStage, record: StageRecord, measure: bool, lat
         return
     metrics = _read_metrics(planned.folder)
     record.metrics, record.gates = metrics_summary(metrics), list(metrics.get("gates", []))
-    record.outputs, record.output_checksum = output_files(planned.folder, planned.stage.artifacts)
+    record.outputs, record.output_checksum = output_files(planned.folder, planned.stage.outputs(planned.folder))
     if measure:
         record.measurements = measure_stage(planned.stage, planned.cfg, planned.folder, latency)
 

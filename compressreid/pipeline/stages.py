@@ -87,6 +87,9 @@ class Stage:
         resumable: the body honours ``StageInputs.resume`` (its training continues from last_checkpoint.pth).
         spec: what the stage will report, ``spec(stage_cfg, previous stage's spec or None) -> GateSpec``: the runner
             validates every gate rule against it before any stage runs.
+        shipped: the model file a finished stage ships, ``shipped(stage_folder) -> name`` inside the folder (the
+            pipeline's final artifact when it is the last stage; measured for the report, checksummed with the
+            artifacts); its first artifact by default.
     """
 
     name: str
@@ -98,6 +101,18 @@ class Stage:
     onnx: str = ""
     resumable: bool = False
     spec: Callable[[CfgNode, Optional[GateSpec]], GateSpec] = _evaluation_spec
+    shipped: Optional[Callable[[str], str]] = None
+
+    def shipped_name(self, folder: str) -> Optional[str]:
+        """The model file the finished stage in ``folder`` ships, relative to it (None: the stage ships none)."""
+        if self.shipped is not None:
+            return self.shipped(folder)
+        return self.artifacts[0] if self.artifacts else None
+
+    def outputs(self, folder: str) -> Tuple[str, ...]:
+        """The files checksummed for reuse: the artifacts and the shipped model."""
+        name = self.shipped_name(folder)
+        return self.artifacts + ((name,) if name and name not in self.artifacts else ())
 
 
 def register_stage(stage: Stage) -> Stage:

@@ -23,6 +23,7 @@ from compressreid.quant.fallback import check_ranking
 from compressreid.quant.judge import QUANT_METRICS, numbers
 from compressreid.quant.ptq import check_activation_type, check_calibration_method, check_histogram_bins
 from compressreid.quant.refine import Refinement
+from compressreid.quant.speed import check_speed_policy
 from compressreid.quant.targets import QuantTarget, build_targets
 
 METHODS = ("ptq", "qat")
@@ -67,8 +68,7 @@ def _check_quant_keys(q: CfgNode) -> None:
     check_ranking(q.FALLBACK.RANK_BY, q.FALLBACK.SCAN)
     if q.WEIGHT_BITS not in (0, 7, 8):
         raise ConfigError(f"QUANT.WEIGHT_BITS is {q.WEIGHT_BITS}: expected 0 (each target's own), 7 or 8")
-    if any(b < 1 for b in q.BENCHMARK.BATCHES):
-        raise ConfigError(f"QUANT.BENCHMARK.BATCHES must be positive batch sizes, got {list(q.BENCHMARK.BATCHES)}")
+    check_speed_policy(q.BENCHMARK)
 
 
 def _onnx_source(cfg: CfgNode, targets: List[QuantTarget]) -> QuantPlan:

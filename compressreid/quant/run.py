@@ -25,7 +25,6 @@ from compressreid.evaluation.evaluator import ReIDEvaluator
 from compressreid.evaluation.report import metrics_payload, write_plots
 from compressreid.export.conventions import ConventionAdapter, InputConvention, get_convention
 from compressreid.export.cpu import this_kind
-from compressreid.export.latency import measure_module_latency
 from compressreid.export.model_card import build_model_card, target_entry, write_model_card
 from compressreid.export.onnx_export import export_onnx
 from compressreid.export.ort_model import OrtEmbedder
@@ -40,6 +39,8 @@ from compressreid.quant.judge import QDQ_SEMANTICS, TargetJudge, in_convention, 
 from compressreid.quant.plan import QuantPlan, check_quantize_inputs, quantize_verdict, source_metrics
 from compressreid.quant.ptq import calibrate, fallback_candidates, preprocess
 from compressreid.quant.refine import Refinement, refinement_of
+from compressreid.quant.speed import (SpeedPolicy, shipping_decision, slower_batches, time_against_fp32,
+                                      time_alone)
 from compressreid.quant.targets import QuantTarget
 
 logger = logging.getLogger(__name__)
@@ -110,8 +111,16 @@ class TargetOutcome:
     fallback: Dict[str, object]
     latency: Dict[str, object]
     certification: Dict[str, Dict[str, object]]
-    size_bytes: int
+    size_bytes: int  # of the INT8 file
     info: Dict[str, object] = field(default_factory=dict)
+    shipping: Dict[str, object] = field(default_factory=dict)  # compressreid.quant.speed.shipping_decision
+    fp32_files: List[str] = field(default_factory=list)  # the FP32 model shipped instead of ``files`` (WHEN_SLOWER)
+
+    @property
+    def shipped(self) -> str:
+        """The model file the target ships: its FP32 model when INT8 was slower and the run was asked to ship FP32
+        then, its INT8 file otherwise."""
+        return (self.fp32_files or self.files)[0]
 
 
 def _export_fp32(plan: QuantPlan, fp32_path: str, opset: int, images: TestImages) -> Tuple[Optional[nn.Module], Dict]:
@@ -138,25 +147,6 @@ def _method_info(cfg: CfgNode, batches) -> Dict[str, object]:
                                   if q.CALIBRATION.METHOD != "minmax" else {})}
         info["refinement"] = refinement_of(cfg).describe()
     return info
-
-
-def slower_batches(latency: Dict[str, object]) -> Dict[str, float]:
-    """Batch size -> speedup for the batches where the INT8 file ran slower than the FP32 source file in the same
-    runtime, the target's (the card's ``speedup_batch<N>`` below 1). INT8 bought nothing at batch 1 for the
-    depthwise students measured (README, "INT8 speed of the depthwise students"), and a tiny input is
-    overhead-bound: the run says so rather than leave it to the card."""
-    return {key[len("speedup_batch"):]: value for key, value in latency.items()
-            if key.startswith("speedup_batch") and isinstance(value, (int, float)) and value < 1.0}
-
-
-def _latency(cfg: CfgNode, model_of, input_size, convention: InputConvention) -> Dict[str, Dict[str, float]]:
-    """Latency at each QUANT.BENCHMARK.BATCHES batch of a runtime model (``model_of()`` builds it once)."""
-    b = cfg.QUANT.BENCHMARK
-    model = model_of()
-    if model is None:
-        return {}
-    return {f"batch{n}": measure_module_latency(model, input_size, n, b.ITERS, convention.from_rgb255)
-            for n in b.BATCHES}
 
 
 def _fallback(cfg: CfgNode, prepared: str, quantize, judge: TargetJudge, fp32_map: float, out_path: str,
@@ -228,10 +218,7 @@ class _Run:
             self.fixed["source_mAP_delta"] = abs(self.fp32[0].result.metrics["mAP"]
                                                  - self.plan.references["source"]["mAP"])
         self.graphs = _Graphs(cfg, self.plan, self.model, self.fp32_path, self.workdir, self.batches)
-        self.fp32_latency = _latency(cfg, lambda: OrtEmbedder(self.fp32_path, q.BENCHMARK.THREADS),
-                                     self.plan.input_size, source_convention)
-        # ONNX Runtime's is measured here; another runtime's the first time a target of it needs it
-        self.fp32_latency_by_runtime: Dict[str, Dict[str, Dict[str, float]]] = {"onnxruntime": self.fp32_latency}
+        self.speed = SpeedPolicy.from_config(q.BENCHMARK)
         self.method_info = _method_info(cfg, self.batches)
         self.qat_files: Dict[str, str] = {}
         self.judges: Dict[str, TargetJudge] = {}
@@ -320,16 +307,6 @@ class _Run:
             names.append("nearest")
         return [(name, *self.graphs.quantizer(target, replace(asked, weight_rounding=name))) for name in names]
 
-    def _fp32_latency_in(self, target: QuantTarget) -> Dict[str, Dict[str, float]]:
-        """The FP32 file's latency in ``target``'s runtime, so its speedups compare like with like, measured once per
-        runtime; empty where the runtime does not run here (TensorRT)."""
-        if target.runtime not in self.fp32_latency_by_runtime:
-            threads = self.cfg.QUANT.BENCHMARK.THREADS
-            self.fp32_latency_by_runtime[target.runtime] = _latency(
-                self.cfg, lambda: target.runtime_model(self.fp32_path, threads), self.plan.input_size,
-                get_convention(self.plan.source_convention))
-        return self.fp32_latency_by_runtime[target.runtime]
-
     def _judged(self, target: QuantTarget, primary: bool, judge: TargetJudge, candidate: str, full_int8: str,
                 fallback: Dict[str, object], judged_first: Optional[Tuple[Embedded, Dict[str, float]]] = None
                 ) -> TargetOutcome:
@@ -351,30 +328,31 @@ class _Run:
         payload.update({k: v for k, v in metrics.items() if k not in payload})
         decisions = judge.decide(payload)
         accepted = all(d.passed for d in decisions)
-        threads = self.cfg.QUANT.BENCHMARK.THREADS
-        latency = {"int8": _latency(self.cfg, lambda: target.runtime_model(candidate, threads), self.plan.input_size,
-                                    target.convention)}
+        latency = self._latency(target, candidate)
         if candidate != full_int8:  # what keeping layers in FP32 cost
-            latency["int8_without_fallback"] = _latency(self.cfg, lambda: target.runtime_model(full_int8, threads),
-                                                        self.plan.input_size, target.convention)
-        # no speedup where the runtime here stands in for the target's CPU (ort_vnni's exact-accumulation kernels
-        # on a CPU without VNNI): its times are not the target's
-        fp32 = self._fp32_latency_in(target) if target.measured_kind() in (None, this_kind()) else {}
-        if target.runtime != "onnxruntime" and fp32:
-            latency["fp32_same_runtime"] = fp32
-        for batch, record in latency["int8"].items():
-            if batch in fp32:
-                latency[f"speedup_{batch}"] = round(fp32[batch]["ms_p50"] / record["ms_p50"], 2)
+            alone = target.runtime_model(full_int8, self.speed.threads)
+            latency["int8_without_fallback"] = time_alone(self.speed, alone, self.plan.input_size, target.convention)
+        shipping = shipping_decision(self.speed, latency, accepted)
         slower = slower_batches(latency)
-        if slower:
+        if slower and shipping["ships"] == "int8":
             logger.warning("%s: the INT8 file ran slower here than the FP32 file in %s at batch %s (%s) at %dx%d; "
                            "time both at your deployment size and batch (benchmarks/runtime_speed.py) before "
-                           "shipping INT8 for speed", target.name, target.runtime, ", ".join(slower),
-                           ", ".join(f"{v:.2f}x" for v in slower.values()), *self.plan.input_size)
+                           "shipping INT8 for speed%s", target.name, target.runtime, ", ".join(slower),
+                           ", ".join(f"{v:.2f}x" for v in slower.values()), *self.plan.input_size,
+                           "; it was slower in every round at the deployment batch: QUANT.BENCHMARK.WHEN_SLOWER "
+                           "ship_fp32 ships the FP32 model then" if shipping["int8_vs_fp32"] == "slower" else "")
         certification = target.certification(metrics, judge.measured)
         _remove_stale(target, self.run.path, primary)
         files = target.package(candidate, self.run.path, primary, accepted)
         payload["model"] = os.path.basename(files[0])
+        fp32_files = []
+        if shipping["ships"] == "fp32":
+            fp32_files = target.package(self.graphs.fp32_graph(target.convention), self.run.path, primary, True,
+                                        precision="fp32")
+            logger.warning("%s: shipping the FP32 model %s: the INT8 file (accepted, kept as %s) ran slower than FP32 "
+                           "at batch %d in every timing round (%.2fx, rounds %.2f-%.2fx) in %s on this CPU",
+                           target.name, os.path.basename(fp32_files[0]), os.path.basename(files[0]),
+                           shipping["deploy_batch"], shipping["speedup"], *shipping["speedup_range"], target.runtime)
         logger.info("%s INT8 %s: mAP %.2f (FP32 %.2f%s), Rank-1 %.2f (FP32 %.2f%s), cosine mean %.4f, runtime vs "
                     "Q/DQ cosine min %s%s; %s", target.name, "accepted" if accepted else "REJECTED", metrics["mAP"],
                     self.fp32[0].result.metrics["mAP"],
@@ -392,7 +370,26 @@ class _Run:
                              decisions,
                              fallback, latency, certification, os.path.getsize(files[0]),
                              {"runtime": target.runtime_note() if judge.measured else "not run here: judged on the "
-                              "graph's Q/DQ semantics (ONNX Runtime, node by node)"})
+                              "graph's Q/DQ semantics (ONNX Runtime, node by node)"}, shipping, fp32_files)
+
+    def fp32_latency(self) -> Dict[str, Dict[str, float]]:
+        """The FP32 file alone in ONNX Runtime: the run's FP32 latency where the primary target's file was not timed
+        against it (a runtime that does not run here, or one standing in for another CPU)."""
+        return time_alone(self.speed, OrtEmbedder(self.fp32_path, self.speed.threads), self.plan.input_size,
+                          get_convention(self.plan.source_convention))
+
+    def _latency(self, target: QuantTarget, path: str) -> Dict[str, object]:
+        """The INT8 file's latency in the target's runtime, timed in turn with the FP32 file in that runtime (so
+        the speed-ups compare like with like); alone where the runtime here stands in for the target's CPU
+        (ort_vnni's exact-accumulation kernels on a CPU without VNNI: its times are not the target's), nothing
+        where the runtime does not run here (TensorRT)."""
+        threads = self.speed.threads
+        model = target.runtime_model(path, threads)
+        if model is None or target.measured_kind() != this_kind():
+            return {"int8": time_alone(self.speed, model, self.plan.input_size, target.convention)}
+        fp32 = self.graphs.fp32_graph(target.convention)  # what the target ships if INT8 is slower
+        return time_against_fp32(self.speed, model, target.runtime_model(fp32, threads), self.plan.input_size,
+                                 target.convention, target.convention)
 
 
 def _remove_stale(target: QuantTarget, folder: str, primary: bool) -> None:
@@ -402,8 +399,25 @@ def _remove_stale(target: QuantTarget, folder: str, primary: bool) -> None:
             os.remove(path)
 
 
-def _entry(outcome: TargetOutcome, run: _Run) -> Dict[str, object]:
-    """One file's card entry."""
+def _entries(outcome: TargetOutcome, run: _Run) -> List[Dict[str, object]]:
+    """The target's card entries: its shipped file's, then, where it ships FP32, the kept INT8 file's (so a reader
+    looking the INT8 file up finds its own contract and input convention)."""
+    entry = _entry(outcome, run, outcome.shipped)
+    entry["shipping"] = _shipping_entry(outcome)
+    if not outcome.fp32_files:
+        return [entry]
+    entry["target"]["format"] = {"precision": "fp32"}  # the metrics stay the INT8 file's, beside FP32's
+    for key in ("certification", "fallback_fp32_layers"):  # the INT8 file's: on its own entry
+        del entry["target"][key]
+    int8 = _entry(outcome, run, outcome.files[0])
+    int8["shipping"] = {**entry["shipping"], "precision": "int8", "shipped": False,
+                        "fp32_model": os.path.basename(outcome.shipped)}
+    del int8["shipping"]["int8_model"]
+    return [entry, int8]
+
+
+def _entry(outcome: TargetOutcome, run: _Run, path: str) -> Dict[str, object]:
+    """The card entry of ``path``, one of the target's files."""
     t = outcome.target
     describe = {**t.describe(), "format": t.fmt.describe(run.plan.method), "certification": outcome.certification,
                 "judged_in": outcome.info["runtime"],
@@ -413,7 +427,7 @@ def _entry(outcome: TargetOutcome, run: _Run) -> Dict[str, object]:
                **({"teacher": run.references["teacher"]} if "teacher" in run.references else {}),
                **({QDQ_SEMANTICS: summary_of(outcome.metrics[QDQ_SEMANTICS])} if QDQ_SEMANTICS in outcome.metrics
                   else {})}
-    entry = target_entry(outcome.files[0], run.plan.input_size, metrics, [d.to_dict() for d in outcome.decisions],
+    entry = target_entry(path, run.plan.input_size, metrics, [d.to_dict() for d in outcome.decisions],
                          outcome.accepted, outcome.latency, t.convention, describe)
     # the fixed match threshold a tracker uses (deep-sort's max_cosine_distance) moves with the model: the card gives
     # this file's, its FP32 source's and the teacher's at the same false-positive rates (first test set)
@@ -422,6 +436,16 @@ def _entry(outcome: TargetOutcome, run: _Run) -> Dict[str, object]:
                   "teacher": match_thresholds(run.references.get("teacher", {}))}
     entry["match_thresholds"] = {"distance": run.cfg.TEST.METRIC, "pairs": "cross-camera query-gallery pairs",
                                  **{k: v for k, v in thresholds.items() if v}}
+    return entry
+
+
+def _shipping_entry(outcome: TargetOutcome) -> Dict[str, object]:
+    """The card's word on which precision ships and why; where FP32 ships, ``metrics`` are still the INT8 file's
+    (named here), judged by the gates, beside its FP32 source's."""
+    entry = {**outcome.shipping, "precision": outcome.shipping["ships"], "shipped": True}
+    del entry["ships"]
+    if outcome.fp32_files:
+        entry["int8_model"] = os.path.basename(outcome.files[0])
     return entry
 
 
@@ -441,12 +465,15 @@ def _payload(run: _Run, outcomes: List[TargetOutcome]) -> Dict[str, object]:
                                     "cosine_mean": main.metrics["runtime_cosine_mean"],
                                     "fp32_gap": main.metrics["runtime_fp32_gap"],
                                     "images": int(main.metrics["runtime_parity_images"])}
-    payload.update({"artifact": os.path.basename(main.files[0]), "export_parity": run.export_parity,
+    payload.update({"artifact": os.path.basename(main.shipped), "export_parity": run.export_parity,
                     "quantization": method, "fallback": main.fallback,
-                    # the FP32 time the primary file's speedups are over (its runtime's)
-                    "latency": {**main.latency, "fp32": main.latency.get("fp32_same_runtime", run.fp32_latency)},
+                    # the FP32 time the primary file's speed-ups are over (its runtime's, timed in turn with it)
+                    "latency": {**main.latency, "fp32": main.latency.get("fp32") or run.fp32_latency()},
                     "size_bytes": {"fp32": os.path.getsize(run.fp32_path), "int8": main.size_bytes},
+                    "shipping": _shipping_entry(main),
                     "targets": {o.target.name: {"file": os.path.basename(o.files[0]), "accepted": o.accepted,
+                                                "shipped": os.path.basename(o.shipped),
+                                                "shipping": _shipping_entry(o),
                                                 **o.metrics, "certification": o.certification,
                                                 "fallback": o.fallback, "latency": o.latency,
                                                 "size_bytes": o.size_bytes} for o in outcomes}})
@@ -482,12 +509,13 @@ def run_quantize(cfg: CfgNode, run: RunDirectory, progress: bool = True, plan: O
             _remove_stale(target, run.path, i == 0)
         raise
     payload = _payload(state, outcomes)
-    entries = [_entry(o, state) for o in outcomes]
+    entries = [entry for o in outcomes for entry in _entries(o, state)]
     main = outcomes[0]
-    write_model_card(run.file(CARD_FILE), build_model_card(
-        main.files[0], state.plan.input_size, entries[0]["metrics"], entries[0]["gates"], main.accepted,
+    card = build_model_card(
+        main.shipped, state.plan.input_size, entries[0]["metrics"], entries[0]["gates"], main.accepted,
         main.latency, payload["quantization"], state.plan.source.label if state.plan.source else state.plan.onnx_source,
-        main.target.convention, entries[0]["target"], entries[1:]))
+        main.target.convention, entries[0]["target"], entries[1:])
+    write_model_card(run.file(CARD_FILE), {**card, "shipping": entries[0]["shipping"]})
     write_plots(main.results[0], run.file("plots"), "INT8", cfg.TEST.WORST_QUERIES)
     shutil.rmtree(state.workdir, ignore_errors=True)
     state.verdict(run, payload, [state.judge(o.target).judged(o.payload) for o in outcomes])

@@ -110,7 +110,8 @@ def write_previous_run(folder):
                  ".export-99.onnx", "my_notes.txt", "model_final_backup.pth", "student_int8.openvino.onnx",
                  "student_int8.ort_vnni.rejected.onnx", "osnet_x0_25_compressreid_int8.onnx",
                  "osnet_x0_25_compressreid_int8.onnx.metadata.json", "resnet50_compressreid_int8.rejected.onnx",
-                 "my_model_int8.onnx"):
+                 "student_fp32.openvino.onnx", "osnet_x0_25_compressreid_fp32.onnx",
+                 "osnet_x0_25_compressreid_fp32.onnx.metadata.json", "my_model_int8.onnx", "my_model_fp32.onnx"):
         (folder / name).write_text("old")
     for name in ("plots", "tensorboard", "work", "finetune_step1", "my_folder"):
         (folder / name).mkdir()
@@ -121,7 +122,7 @@ def test_a_new_run_clears_only_what_the_previous_run_wrote(tmp_path):
     write_previous_run(tmp_path)
     RunDirectory(str(tmp_path)).start(load_config(), "train_teacher")
     assert sorted(os.listdir(tmp_path)) == [LOCK_FILE, "config.yaml", "model_final_backup.pth", "my_folder",
-                                            "my_model_int8.onnx", "my_notes.txt", STATUS_FILE]
+                                            "my_model_fp32.onnx", "my_model_int8.onnx", "my_notes.txt", STATUS_FILE]
     assert json.loads((tmp_path / STATUS_FILE).read_text())["status"] == "running"
 
 

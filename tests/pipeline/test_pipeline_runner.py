@@ -114,6 +114,24 @@ def test_manifest_records_every_stage_and_chains_inputs_to_outputs(work):
     assert manifest["final_artifact"] == str(work / "out" / "fake3" / FINAL_MODEL)
 
 
+def test_the_final_artifact_is_the_file_the_last_stage_says_it_ships(work, monkeypatch):
+    """A stage may ship another file than its first artifact (the quantize stage ships the FP32 model its card
+    names when QUANT.BENCHMARK.WHEN_SLOWER ship_fp32 found INT8 slower): the manifest names that file."""
+    from dataclasses import replace
+
+    from compressreid.pipeline.builtin import quantize_shipped
+
+    shipped = replace(STAGES.get("fake3"), shipped=lambda folder: "faster.onnx")
+    monkeypatch.setitem(STAGES._entries, "fake3", shipped)
+    assert run_once(work)["final_artifact"] == str(work / "out" / "fake3" / "faster.onnx")
+    # the shipped file is checksummed with the artifacts: a changed one re-runs the stage on resume
+    (work / "out" / "fake3" / "faster.onnx").write_text("changed")
+    assert run_once(work)["stages"][2]["reused"] is False and CALLS == ["fake3"]
+    assert quantize_shipped(str(work)) == "student_int8.onnx"  # no card yet
+    (work / "model_card.json").write_text(json.dumps({"model": "student_fp32.ort_portable.onnx"}))
+    assert quantize_shipped(str(work)) == "student_fp32.ort_portable.onnx"
+
+
 def test_resume_skips_unchanged_reruns_a_changed_stage_and_everything_after(work, caplog):
     run_once(work)
     caplog.set_level("INFO")

@@ -107,20 +107,26 @@ class QuantTarget:
         return {}
 
     # ---- files -------------------------------------------------------------------------------------------
-    def file_name(self, primary: bool, rejected: bool = False) -> str:
-        """``student_int8.onnx`` for the run's first target, ``student_int8.<target>.onnx`` for the others."""
+    def file_name(self, primary: bool, rejected: bool = False, precision: str = "int8") -> str:
+        """``student_int8.onnx`` for the run's first target, ``student_int8.<target>.onnx`` for the others; the FP32
+        model a target ships instead (QUANT.BENCHMARK.WHEN_SLOWER) ``student_fp32.<target>.onnx``, beside the run's
+        FP32 source ``student_fp32.onnx`` (which may take another input convention)."""
+        if precision == "fp32":
+            return f"student_fp32.{self.name}.onnx"
         stem = STEM if primary else f"{STEM}.{self.name}"
         return f"{stem}{'.rejected' if rejected else ''}.onnx"
 
-    def package(self, int8_path: str, folder: str, primary: bool, accepted: bool) -> List[str]:
+    def package(self, model_path: str, folder: str, primary: bool, accepted: bool,
+                precision: str = "int8") -> List[str]:
         """Write the shipped (or rejected) files into ``folder``; returns their paths, the model first."""
-        path = os.path.join(folder, self.file_name(primary, rejected=not accepted))
-        atomic_copy(int8_path, path)  # with the user's umask: the file is meant to be copied to a service
+        path = os.path.join(folder, self.file_name(primary, rejected=not accepted, precision=precision))
+        atomic_copy(model_path, path)  # with the user's umask: the file is meant to be copied to a service
         return [path]
 
     def stale_files(self, folder: str, primary: bool) -> List[str]:
         """Files an earlier run of this target may have left in ``folder``."""
-        return [os.path.join(folder, self.file_name(primary, r)) for r in (False, True)]
+        return [os.path.join(folder, self.file_name(primary, r)) for r in (False, True)] + [
+            os.path.join(folder, self.file_name(primary, precision="fp32"))]
 
     # ---- running the file ------------------------------------------------------------------------------
     def runtime_model(self, path: str, threads: int = 0) -> Optional[nn.Module]:

@@ -92,29 +92,30 @@ class BoxMOT(QuantTarget):
                               f"the sidecar it cannot load the file; set QUANT.BOXMOT.SIDECAR True (BoxMOT >= 23 reads "
                               f"model_name from it) or use a backbone BoxMOT names ({', '.join(TOKENS_SINCE_10[:4])}, ...)")
 
-    def file_name(self, primary: bool, rejected: bool = False) -> str:
-        stem = f"{self.token or self.architecture}_compressreid_int8"
+    def file_name(self, primary: bool, rejected: bool = False, precision: str = "int8") -> str:
+        stem = f"{self.token or self.architecture}_compressreid_{precision}"
         return f"{stem}{'.rejected' if rejected else ''}.onnx"
 
-    def sidecar_payload(self, path: str, embedding_dim: int) -> Dict[str, object]:
+    def sidecar_payload(self, path: str, embedding_dim: int, precision: str = "int8") -> Dict[str, object]:
         """What BoxMOT >= 23 reads (schema 1: model_name, model_kwargs.img_size) plus what a person needs."""
         height, width = self.input_size
         return {"schema_version": 1, "model_name": self.token or self.architecture,
                 "model_kwargs_schema_version": 1, "model_kwargs": {"img_size": [height, width]},
-                "preprocess": "resize", "format": "onnx", "precision": "int8", "dynamic_batch": True,
+                "preprocess": "resize", "format": "onnx", "precision": precision, "dynamic_batch": True,
                 "input_name": "images", "output_names": ["embedding"], "input_shape": [-1, 3, height, width],
                 "img_size": [height, width], "embedding_dim": embedding_dim, "source": "compressreid",
                 "input_convention": CONVENTION, "model_card": "model_card.json"}
 
-    def package(self, int8_path: str, folder: str, primary: bool, accepted: bool) -> List[str]:
+    def package(self, model_path: str, folder: str, primary: bool, accepted: bool,
+                precision: str = "int8") -> List[str]:
         from compressreid.export.model_card import graph_embedding_dim
 
-        path = os.path.join(folder, self.file_name(primary, rejected=not accepted))
-        atomic_copy(int8_path, path)
+        path = os.path.join(folder, self.file_name(primary, rejected=not accepted, precision=precision))
+        atomic_copy(model_path, path)
         if not self.sidecar or not accepted:
             return [path]
         sidecar = path + SIDECAR_SUFFIX
-        atomic_write_json(sidecar, self.sidecar_payload(path, graph_embedding_dim(path)))
+        atomic_write_json(sidecar, self.sidecar_payload(path, graph_embedding_dim(path), precision))
         return [path, sidecar]
 
     def stale_files(self, folder: str, primary: bool) -> List[str]:
