@@ -1,6 +1,7 @@
 """Shared helpers for tests that build tiny untrained models (importable: pytest puts tests/ on sys.path for
 the suite-wide conftest.py)."""
 
+import time
 from typing import Sequence
 
 import torch
@@ -37,3 +38,16 @@ def tiny_resnet18(input_size: Sequence[int]) -> torch.nn.Module:
     cfg.INPUT.SIZE_TEST = list(input_size)
     torch.manual_seed(0)
     return warm_backbone_norms(build_model(cfg, num_classes=0), input_size)
+
+
+class Sleeper(torch.nn.Module):
+    """An embedding model whose call takes at least ``ms`` milliseconds, whatever the machine's load (for tests of
+    timing logic: a slower file that is slower by construction)."""
+
+    def __init__(self, ms: float):
+        super().__init__()
+        self.ms = ms
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.ms / 1000.0)
+        return x.mean(dim=(2, 3))

@@ -72,15 +72,18 @@ def measure_module_latency(model: nn.Module, input_size: Sequence[int], batch: i
 def interleaved_latency(models: Sequence[Callable[[torch.Tensor], object]], inputs: Sequence[torch.Tensor],
                         rounds: int, calls: int, warmup: int = 3) -> List[List[List[float]]]:
     """Time several models in turn: each of ``rounds`` rounds makes ``calls`` timed calls of every model on its
-    input, so the drift of a shared machine hits them alike and their per-round ratios cancel it. Returns, per model,
-    per round, the call times in milliseconds."""
+    input, so the drift of a shared machine hits them alike and their per-round ratios cancel it. The order rotates
+    from round to round (the first model of one round goes last in the next), so whatever favours a position in the
+    round (a warm cache, a frequency step) is shared too. Returns, per model, per round, the call times in
+    milliseconds."""
     for model, images in zip(models, inputs):
         for _ in range(warmup):
             model(images)
     samples: List[List[List[float]]] = [[] for _ in models]
-    for _ in range(rounds):
-        for model, images, out in zip(models, inputs, samples):
-            out.append(_time(lambda: model(images), calls, 0))
+    for r in range(rounds):
+        for i in (list(range(len(models)))[r % len(models):] + list(range(len(models)))[:r % len(models)]):
+            model, images = models[i], inputs[i]
+            samples[i].append(_time(lambda: model(images), calls, 0))
     return samples
 
 

@@ -1,0 +1,53 @@
+"""benchmarks/speed_verdict.py: which INT8 file of a run it times, how it counts verdicts, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from compressreid.export.conventions import get_convention
+from compressreid.quant.speed import SpeedPolicy
+from tiny_models import Sleeper
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def bench():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(os.path.join(REPO, "benchmarks"))
+        import speed_verdict
+    return speed_verdict
+
+
+def test_the_int8_file_is_the_one_the_card_names_for_the_target_even_when_fp32_shipped(bench, tmp_path):
+    card = {"model": "student_fp32.ort_portable.onnx", "target": {"target": "ort_portable"},
+            "shipping": {"precision": "fp32", "int8_model": "student_int8.onnx"},
+            "targets": [{"model": "student_int8.onnx", "target": {"target": "ort_portable"}},
+                        {"model": "student_int8.openvino.onnx", "target": {"target": "openvino"}}]}
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    assert bench.int8_file(str(tmp_path), "ort_portable") == str(tmp_path / "student_int8.onnx")
+    assert bench.int8_file(str(tmp_path), "openvino") == str(tmp_path / "student_int8.openvino.onnx")
+    with pytest.raises(bench.ConfigError, match="no target 'boxmot'"):
+        bench.int8_file(str(tmp_path), "boxmot")
+
+
+def test_verdicts_are_counted_over_the_repeats(bench):
+    policy = SpeedPolicy((1,), 2, 2, 1, 1, "warn")
+    rgb = get_convention("rgb255")
+    slow = bench.verdicts(policy, Sleeper(10.0), Sleeper(0.0), (8, 4), rgb, 3)
+    assert (slow["repeats"], slow["slower"], slow["level"], slow["faster"]) == (3, 3, 0, 0)
+    assert slow["speedup_spread"][0] <= slow["speedup_median"] <= slow["speedup_spread"][1] < 1
+
+
+def test_an_unknown_target_is_one_line_and_exit_2(bench, tmp_path, monkeypatch, capsys):
+    from compressreid.config import dump_config, get_cfg
+
+    dump_config(get_cfg(), str(tmp_path / "config.yaml"))
+    monkeypatch.setattr(sys, "argv", ["speed_verdict.py", str(tmp_path), "--target", "tensorrtx"])
+    assert bench.main() == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "speed_verdict.py: unknown target 'tensorrtx'; valid: boxmot, openvino, ort_portable, ort_vnni, tensorrt"]
