@@ -300,10 +300,8 @@ class _Run:
         payload.update({k: v for k, v in metrics.items() if k not in payload})
         decisions = judge.decide(payload)
         accepted = all(d.passed for d in decisions)
-        latency = self._latency(target, candidate)
-        if candidate != full_int8:  # what keeping layers in FP32 cost
-            alone = target.runtime_model(full_int8, self.speed.threads)
-            latency["int8_without_fallback"] = time_alone(self.speed, alone, self.plan.input_size, target.convention)
+        # with the fallback's file, the all-INT8 one it started from: what keeping layers in FP32 cost
+        latency = self._latency(target, candidate, full_int8 if candidate != full_int8 else "")
         shipping = shipping_decision(self.speed, latency, accepted)
         slower = slower_batches(latency)
         if slower and shipping["ships"] == "int8":
@@ -350,18 +348,24 @@ class _Run:
         return time_alone(self.speed, OrtEmbedder(self.fp32_path, self.speed.threads), self.plan.input_size,
                           get_convention(self.plan.source_convention))
 
-    def _latency(self, target: QuantTarget, path: str) -> Dict[str, object]:
+    def _latency(self, target: QuantTarget, path: str, without_fallback: str = "") -> Dict[str, object]:
         """The INT8 file's latency in the target's runtime, timed in turn with the FP32 file in that runtime (so
-        the speed-ups compare like with like); alone where the runtime here stands in for the target's CPU
-        (ort_vnni's exact-accumulation kernels on a CPU without VNNI: its times are not the target's), nothing
-        where the runtime does not run here (TensorRT)."""
-        threads = self.speed.threads
+        the speed-ups compare like with like) and, when given, the all-INT8 file ``without_fallback`` (in the same
+        rounds); alone where the runtime here stands in for the target's CPU (ort_vnni's exact-accumulation kernels
+        on a CPU without VNNI: its times are not the target's), nothing where the runtime does not run here
+        (TensorRT)."""
+        threads, size, convention = self.speed.threads, self.plan.input_size, target.convention
         model = target.runtime_model(path, threads)
         if model is None or target.measured_kind() != this_kind():
-            return {"int8": time_alone(self.speed, model, self.plan.input_size, target.convention)}
-        fp32 = self.graphs.fp32_graph(target.convention)  # what the target ships if INT8 is slower
-        return time_against_fp32(self.speed, model, target.runtime_model(fp32, threads), self.plan.input_size,
-                                 target.convention, target.convention)
+            latency = {"int8": time_alone(self.speed, model, size, convention)}
+            if without_fallback:
+                latency["int8_without_fallback"] = time_alone(
+                    self.speed, target.runtime_model(without_fallback, threads), size, convention)
+            return latency
+        fp32 = self.graphs.fp32_graph(convention)  # what the target ships if INT8 is slower
+        also = {"int8_without_fallback": target.runtime_model(without_fallback, threads)} if without_fallback else {}
+        return time_against_fp32(self.speed, model, target.runtime_model(fp32, threads), size, convention, convention,
+                                 also)
 
 
 def _remove_stale(target: QuantTarget, folder: str, primary: bool) -> None:

@@ -77,22 +77,26 @@ def time_alone(policy: SpeedPolicy, model, input_size, convention: InputConventi
 
 
 def time_against_fp32(policy: SpeedPolicy, int8, fp32, input_size, int8_convention: InputConvention,
-                      fp32_convention: InputConvention) -> Dict[str, object]:
-    """The INT8 and the FP32 runtime model timed in turn at each batch, each fed in its own input convention.
+                      fp32_convention: InputConvention, also: Optional[Dict[str, object]] = None
+                      ) -> Dict[str, object]:
+    """The INT8 and the FP32 runtime model timed in turn at each batch, each fed in its own input convention;
+    ``also``: more models in the INT8 file's convention timed in the same rounds (name -> model).
 
     Returns:
-        ``int8`` and ``fp32``: batch -> latency summary over all calls; ``speedup_batch<N>``: the median over rounds
-        of FP32 time / INT8 time (each the round's median call); ``speedup_batch<N>_range``: the smallest and the
-        largest round's.
+        ``int8``, ``fp32`` and each name of ``also``: batch -> latency summary over all calls;
+        ``speedup_batch<N>``: the median over rounds of FP32 time / INT8 time (each the round's median call);
+        ``speedup_batch<N>_range``: the smallest and the largest round's.
     """
-    out: Dict[str, object] = {"int8": {}, "fp32": {}}
+    also = also or {}
+    out: Dict[str, object] = {"int8": {}, "fp32": {}, **{name: {} for name in also}}
     for n in policy.batches:
         images = example_images(input_size, n)
-        fp32_rounds, int8_rounds = interleaved_latency(
-            [fp32, int8], [fp32_convention.from_rgb255(images), int8_convention.from_rgb255(images)],
+        fed = int8_convention.from_rgb255(images)
+        fp32_rounds, int8_rounds, *others = interleaved_latency(
+            [fp32, int8, *also.values()], [fp32_convention.from_rgb255(images), fed, *[fed] * len(also)],
             policy.timed_rounds, policy.calls)
-        out["fp32"][f"batch{n}"] = latency_summary([t for r in fp32_rounds for t in r], n)
-        out["int8"][f"batch{n}"] = latency_summary([t for r in int8_rounds for t in r], n)
+        for name, rounds in (("fp32", fp32_rounds), ("int8", int8_rounds), *zip(also, others)):
+            out[name][f"batch{n}"] = latency_summary([t for r in rounds for t in r], n)
         ratios = [statistics.median(f) / statistics.median(i) for f, i in zip(fp32_rounds, int8_rounds)]
         out[f"speedup_batch{n}"] = round(statistics.median(ratios), 2)
         out[f"speedup_batch{n}_range"] = [round(min(ratios), 2), round(max(ratios), 2)]

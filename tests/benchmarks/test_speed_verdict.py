@@ -38,16 +38,25 @@ def test_the_int8_file_is_the_one_the_card_names_for_the_target_even_when_fp32_s
 def test_verdicts_are_counted_over_the_repeats(bench):
     policy = SpeedPolicy((1,), 2, 2, 1, 1, "warn")
     rgb = get_convention("rgb255")
-    slow = bench.verdicts(policy, Sleeper(10.0), Sleeper(0.0), (8, 4), rgb, 3)
+    slow = bench.verdicts(policy, Sleeper(10.0), Sleeper(0.0), (8, 4), rgb, rgb, 3)
     assert (slow["repeats"], slow["slower"], slow["level"], slow["faster"]) == (3, 3, 0, 0)
     assert slow["speedup_spread"][0] <= slow["speedup_median"] <= slow["speedup_spread"][1] < 1
 
 
-def test_an_unknown_target_is_one_line_and_exit_2(bench, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("case", ["unknown_target", "stand_in_runtime", "no_onnx_files", "bad_card"])
+def test_bad_input_is_one_line_and_exit_2(bench, tmp_path, monkeypatch, capsys, case):
     from compressreid.config import dump_config, get_cfg
+    from compressreid.quant.targets.registry import QUANT_TARGETS
 
     dump_config(get_cfg(), str(tmp_path / "config.yaml"))
-    monkeypatch.setattr(sys, "argv", ["speed_verdict.py", str(tmp_path), "--target", "tensorrtx"])
+    card = {"model": "student_int8.onnx", "target": {"target": "ort_portable"}}
+    (tmp_path / "model_card.json").write_text("{" if case == "bad_card" else json.dumps(card))
+    target = {"unknown_target": "tensorrtx", "stand_in_runtime": "tensorrt"}.get(case, "ort_portable")
+    monkeypatch.setattr(sys, "argv", ["speed_verdict.py", str(tmp_path), "--target", target])
     assert bench.main() == 2
-    assert capsys.readouterr().err.strip().splitlines() == [
-        "speed_verdict.py: unknown target 'tensorrtx'; valid: boxmot, openvino, ort_portable, ort_vnni, tensorrt"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("speed_verdict.py: "), err
+    words = {"unknown_target": f"unknown target 'tensorrtx'; valid: {', '.join(QUANT_TARGETS.names())}",
+             "stand_in_runtime": "the run records no speed-up for it on this CPU",
+             "no_onnx_files": "student_fp32.onnx", "bad_card": "Expecting"}[case]
+    assert words in err[0]

@@ -54,6 +54,11 @@ def test_the_rounds_time_the_two_files_in_turn_each_going_first_in_every_other_r
     warmup, timed = calls[:6], calls[6:]
     assert warmup == ["fp32"] * 3 + ["int8"] * 3
     assert timed == ["fp32"] * 2 + ["int8"] * 4 + ["fp32"] * 4 + ["int8"] * 2  # 3 rounds of 2 calls each
+    calls.clear()  # a third file (the fallback's all-INT8 one) joins the same rounds and the rotation
+    latency = time_against_fp32(policy(batches=(1,), iters=3, rounds=3), Recorder("int8"), Recorder("fp32"), (8, 4),
+                                rgb, rgb, also={"all_int8": Recorder("all_int8")})
+    assert calls[9:] == ["fp32", "int8", "all_int8", "int8", "all_int8", "fp32", "all_int8", "fp32", "int8"]
+    assert latency["all_int8"]["batch1"]["iters"] == 3 and "speedup_batch1" in latency
 
 
 def test_only_a_verdict_every_round_agrees_on_ships_fp32_and_only_when_asked():
