@@ -67,14 +67,17 @@ def main() -> int:
     parser.add_argument("run", help="a finished quantize run folder (config.yaml, student_fp32.onnx, model_card.json)")
     parser.add_argument("--target", default="ort_portable", help="whose file and runtime (default ort_portable)")
     parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=0, help="QUANT.BENCHMARK.ROUNDS to try (0: the run's)")
+    parser.add_argument("--iters", type=int, default=0, help="QUANT.BENCHMARK.ITERS to try (0: the run's)")
     parser.add_argument("--json", default="", help="also write the numbers here")
     args = parser.parse_args()
     try:
         cfg = load_config(os.path.join(args.run, "config.yaml"))
         if args.target not in QUANT_TARGETS:
             raise ConfigError(f"unknown target '{args.target}'; valid: {', '.join(QUANT_TARGETS.names())}")
-        if args.repeats < 1:
-            raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
+        if args.repeats < 1 or args.rounds < 0 or args.iters < 0:
+            raise ConfigError(f"--repeats must be >= 1 and --rounds / --iters >= 0, got {args.repeats}, "
+                              f"{args.rounds}, {args.iters}")
         target = QUANT_TARGETS.get(args.target).from_config(cfg)
         target.check_available()
         if target.measured_kind() != this_kind():
@@ -83,8 +86,8 @@ def main() -> int:
                               f"{stands_for}; the run records no speed-up for it on this CPU")
         int8 = int8_file(args.run, args.target)
         policy = SpeedPolicy.from_config(cfg.QUANT.BENCHMARK)
-        policy = SpeedPolicy((policy.deploy_batch,), policy.iters, policy.rounds, policy.threads,
-                             policy.deploy_batch, policy.when_slower)
+        policy = SpeedPolicy((policy.deploy_batch,), args.iters or policy.iters, args.rounds or policy.rounds,
+                             policy.threads, policy.deploy_batch, policy.when_slower)
         size = tuple(int(v) for v in cfg.INPUT.SIZE_TEST)
         fp32_path = os.path.join(args.run, FP32_FILE)
         # the run's FP32 file takes RGB 0..255 when it was exported from a run folder; an ONNX source's convention
