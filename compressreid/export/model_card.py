@@ -76,8 +76,9 @@ def write_model_card(path: str, card: Dict[str, object]) -> str:
 
 
 def check_model_card(card_path: str, onnx_path: str) -> Dict[str, object]:
-    """Read a model card and check it describes ``onnx_path`` (its own entry when the card lists several files):
-    input name and size, embedding dimension; returns that entry.
+    """Read a model card and check it describes ``onnx_path`` (its own entry when the card lists several files, the
+    quantize run's FP32 source under ``fp32_source`` included): input name and size, embedding dimension; returns
+    that entry.
 
     Raises:
         ExportError: unreadable card, or a card that disagrees with the graph.
@@ -87,7 +88,8 @@ def check_model_card(card_path: str, onnx_path: str) -> Dict[str, object]:
             card = json.load(handle)
     except (OSError, json.JSONDecodeError) as exc:
         raise ExportError(f"model card {card_path} is not readable JSON: {exc}") from None
-    entries: List[Dict[str, object]] = [card, *card.get("targets", [])]
+    entries: List[Dict[str, object]] = [card, *card.get("targets", []),
+                                        *([card["fp32_source"]] if "fp32_source" in card else [])]
     card = next((e for e in entries if e.get("model") == os.path.basename(onnx_path)), card)
     shape = check_embedding_graph(onnx_path)
     graph = load_graph(onnx_path)

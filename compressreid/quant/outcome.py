@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List
 
 from compressreid.evaluation.report import metrics_payload
-from compressreid.export.model_card import target_entry
+from compressreid.export.conventions import get_convention
+from compressreid.export.model_card import graph_embedding_dim, input_contract, target_entry
 from compressreid.gates import GateDecision
 from compressreid.quant.compare import match_thresholds, summary
 from compressreid.quant.judge import QDQ_SEMANTICS
@@ -97,6 +98,14 @@ def shipping_entry(outcome: TargetOutcome) -> Dict[str, object]:
     if outcome.fp32_files:
         entry["int8_model"] = os.path.basename(outcome.files[0])
     return entry
+
+
+def fp32_entry(run) -> Dict[str, object]:
+    """The card's entry of the run's FP32 source file: its input contract, which may differ from the targets' (it is
+    exported in the source's convention), so the file can itself be quantized or deployed from its card."""
+    return {"model": FP32_FILE, **input_contract(run.plan.input_size, graph_embedding_dim(run.fp32_path),
+                                                 get_convention(run.plan.source_convention)),
+            "size_bytes": os.path.getsize(run.fp32_path)}
 
 
 def run_payload(run, outcomes: List[TargetOutcome]) -> Dict[str, object]:

@@ -35,7 +35,7 @@ from compressreid.quant.compare import (Embedded, TestImages, evaluate_cached, l
 from compressreid.quant.fallback import (FallbackSearch, accuracy_aware_fallback, kept_search, layer_sensitivity,
                                          ptq_quantizer, spread_diagnosis)
 from compressreid.quant.judge import QDQ_SEMANTICS, TargetJudge, in_convention
-from compressreid.quant.outcome import FP32_FILE, TargetOutcome, card_entries, run_payload
+from compressreid.quant.outcome import FP32_FILE, TargetOutcome, card_entries, fp32_entry, run_payload
 from compressreid.quant.plan import QuantPlan, check_quantize_inputs, quantize_verdict
 from compressreid.quant.ptq import calibrate, fallback_candidates, preprocess
 from compressreid.quant.refine import Refinement, refinement_of
@@ -410,7 +410,8 @@ def run_quantize(cfg: CfgNode, run: RunDirectory, progress: bool = True, plan: O
         main.shipped, state.plan.input_size, entries[0]["metrics"], entries[0]["gates"], main.accepted,
         main.latency, payload["quantization"], state.plan.source.label if state.plan.source else state.plan.onnx_source,
         main.target.convention, entries[0]["target"], entries[1:])
-    write_model_card(run.file(CARD_FILE), {**card, "shipping": entries[0]["shipping"]})
+    write_model_card(run.file(CARD_FILE), {**card, "shipping": entries[0]["shipping"],
+                                          "fp32_source": fp32_entry(state)})
     write_plots(main.results[0], run.file("plots"), "INT8", cfg.TEST.WORST_QUERIES)
     shutil.rmtree(state.workdir, ignore_errors=True)
     state.verdict(run, payload, [state.judge(o.target).judged(o.payload) for o in outcomes])

@@ -701,3 +701,20 @@ def test_a_runtime_standing_in_for_another_cpu_records_no_speedup(work, tmp_path
     assert set(vnni["latency"]) == {"int8"} and vnni["latency"]["int8"]["batch1"]["ms_p50"] > 0
     assert vnni["shipping"]["int8_vs_fp32"] == "not timed against FP32 here"
     assert {"fp32", "speedup_batch1", "speedup_batch1_range"} <= set(portable["latency"])
+
+
+def test_the_fp32_source_file_has_its_own_card_entry_and_quantizes_from_it(work, tmp_path, monkeypatch):
+    """A run whose targets take ImageNet-normalised input still exports its FP32 file for RGB 0..255 (the source's
+    convention): the card says so under ``fp32_source``, so quantizing that file as an ONNX source reads the right
+    convention from the card (before, the card's primary entry lent it the targets' convention: refused with a
+    confusing mismatch, or fed the wrong input) and reproduces the run's FP32 mAP."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    fast = ("TEST.GATES", LENIENT, "QUANT.FALLBACK.ENABLED", "False", "QUANT.BENCHMARK.BATCHES", "(1,)")
+    assert run_in_process(monkeypatch, work, first, *fast, "QUANT.INPUT_CONVENTION", "rgb_imagenet") == 0
+    card = read(first / "model_card.json")
+    assert card["input_convention"] == "rgb_imagenet" and card["fp32_source"]["input_convention"] == "rgb255"
+    entry = check_model_card(str(first / "model_card.json"), str(first / "student_fp32.onnx"))
+    assert entry["model"] == "student_fp32.onnx" and entry["size_bytes"] == (first / "student_fp32.onnx").stat().st_size
+    assert run_in_process(monkeypatch, work, second, *fast, "QUANT.SOURCE", str(first / "student_fp32.onnx")) == 0
+    assert read(second / "metrics.json")["fp32"]["mAP"] == pytest.approx(read(first / "metrics.json")["fp32"]["mAP"],
+                                                                         abs=1e-6)
