@@ -44,6 +44,7 @@ from compressreid.config import load_config
 from compressreid.data.build import load_test_sets
 from compressreid.evaluation.evaluator import ReIDEvaluator
 from compressreid.export.conventions import get_convention
+from compressreid.export.model_card import card_entry
 from compressreid.export.ort_model import OrtEmbedder
 from compressreid.quant.compare import (Embedded, TestImages, evaluate_cached, load_test_images, paired_difference,
                                         quantization_parity, rank1_flips)
@@ -65,8 +66,7 @@ def fed(images: TestImages, path: str) -> TestImages:
     if os.path.isfile(card_path):
         with open(card_path, "r", encoding="utf-8") as handle:
             card = json.load(handle)
-        entry = next((e for e in [card, *card.get("targets", [])] if e.get("model") == os.path.basename(path)), {})
-        name = entry.get("input_convention", name)
+        name = (card_entry(card, path) or {}).get("input_convention", name)
     return in_convention(images, get_convention(name))
 
 

@@ -475,8 +475,8 @@ _C.QUANT.BENCHMARK.THREADS = 0
 # Batch sizes each shipped file's latency is measured at (in its target's runtime) and recorded on its card.
 _C.QUANT.BENCHMARK.BATCHES = (1, 8, 32)
 # The INT8 file and its FP32 source are timed in turn in ROUNDS rounds (ITERS calls each, spread over the rounds
-# and rounded up to whole rounds; no more rounds than ITERS), so a shared machine's drift cancels in the per-round ratios; the card's speed-up is
-# their median, its range their minimum and maximum.
+# and rounded up to whole rounds; no more rounds than ITERS), so a shared machine's drift cancels in the per-round
+# ratios; the card's speed-up is their median, its range their minimum and maximum.
 _C.QUANT.BENCHMARK.ROUNDS = 5
 # The batch size the file is deployed at (one of BATCHES; a tracker embeds the crops of one frame: 1 by default).
 _C.QUANT.BENCHMARK.DEPLOY_BATCH = 1

@@ -25,7 +25,8 @@ def _time(run: Callable[[], object], iters: int, warmup: int) -> list:
     return samples
 
 
-def _summary(samples: Sequence[float], batch: int) -> Dict[str, float]:
+def latency_summary(samples: Sequence[float], batch: int) -> Dict[str, float]:
+    """Median, mean and minimum milliseconds per call and images per second of ``samples`` at ``batch``."""
     p50 = statistics.median(samples)
     return {"batch": batch, "ms_p50": round(p50, 3), "ms_mean": round(statistics.fmean(samples), 3),
             "ms_min": round(min(samples), 3), "images_per_second": round(batch * 1000.0 / p50, 1),
@@ -37,7 +38,7 @@ def measure_latency(onnx_path: str, input_size: Sequence[int], batch: int = 1, i
     """Median, mean and minimum milliseconds per call at ``batch`` in an ORT session of ``threads`` threads."""
     session = ort_session(onnx_path, threads)
     feed = {session.get_inputs()[0].name: example_images(input_size, batch).numpy().astype(np.float32)}
-    return _summary(_time(lambda: session.run(None, feed), iters, warmup), batch)
+    return latency_summary(_time(lambda: session.run(None, feed), iters, warmup), batch)
 
 
 @torch.inference_mode()
@@ -50,7 +51,7 @@ def measure_torch_latency(model: nn.Module, input_size: Sequence[int], batch: in
     try:
         model = model.eval()
         images = example_images(input_size, batch)
-        return _summary(_time(lambda: model(images), iters, warmup), batch)
+        return latency_summary(_time(lambda: model(images), iters, warmup), batch)
     finally:
         torch.set_num_threads(previous)
 
@@ -65,7 +66,7 @@ def measure_module_latency(model: nn.Module, input_size: Sequence[int], batch: i
     images = example_images(input_size, batch)
     if transform is not None:
         images = transform(images)
-    return _summary(_time(lambda: model(images), iters, warmup), batch)
+    return latency_summary(_time(lambda: model(images), iters, warmup), batch)
 
 
 @torch.inference_mode()
@@ -81,12 +82,7 @@ def interleaved_latency(models: Sequence[Callable[[torch.Tensor], object]], inpu
             model(images)
     samples: List[List[List[float]]] = [[] for _ in models]
     for r in range(rounds):
-        for i in (list(range(len(models)))[r % len(models):] + list(range(len(models)))[:r % len(models)]):
+        for i in ((r + k) % len(models) for k in range(len(models))):
             model, images = models[i], inputs[i]
             samples[i].append(_time(lambda: model(images), calls, 0))
     return samples
-
-
-def latency_summary(samples: Sequence[float], batch: int) -> Dict[str, float]:
-    """Median, mean and minimum milliseconds per call and images per second of ``samples`` at ``batch``."""
-    return _summary(samples, batch)

@@ -75,6 +75,14 @@ def write_model_card(path: str, card: Dict[str, object]) -> str:
     return atomic_write_json(path, card)
 
 
+def card_entry(card: Dict[str, object], onnx_path: str) -> Optional[Dict[str, object]]:
+    """The entry of ``card`` (a model card as read) that names ``onnx_path``'s file: its top level, one of its
+    ``targets``, or the quantize run's FP32 source (``fp32_source``); None when none does."""
+    entries: List[Dict[str, object]] = [card, *card.get("targets", []),
+                                        *([card["fp32_source"]] if "fp32_source" in card else [])]
+    return next((e for e in entries if e.get("model") == os.path.basename(onnx_path)), None)
+
+
 def check_model_card(card_path: str, onnx_path: str) -> Dict[str, object]:
     """Read a model card and check it describes ``onnx_path`` (its own entry when the card lists several files, the
     quantize run's FP32 source under ``fp32_source`` included): input name and size, embedding dimension; returns
@@ -88,9 +96,7 @@ def check_model_card(card_path: str, onnx_path: str) -> Dict[str, object]:
             card = json.load(handle)
     except (OSError, json.JSONDecodeError) as exc:
         raise ExportError(f"model card {card_path} is not readable JSON: {exc}") from None
-    entries: List[Dict[str, object]] = [card, *card.get("targets", []),
-                                        *([card["fp32_source"]] if "fp32_source" in card else [])]
-    card = next((e for e in entries if e.get("model") == os.path.basename(onnx_path)), card)
+    card = card_entry(card, onnx_path) or card
     shape = check_embedding_graph(onnx_path)
     graph = load_graph(onnx_path)
     problems = []

@@ -356,14 +356,10 @@ class _Run:
         (TensorRT)."""
         threads, size, convention = self.speed.threads, self.plan.input_size, target.convention
         model = target.runtime_model(path, threads)
-        if model is None or target.measured_kind() != this_kind():
-            latency = {"int8": time_alone(self.speed, model, size, convention)}
-            if without_fallback:
-                latency["int8_without_fallback"] = time_alone(
-                    self.speed, target.runtime_model(without_fallback, threads), size, convention)
-            return latency
-        fp32 = self.graphs.fp32_graph(convention)  # what the target ships if INT8 is slower
         also = {"int8_without_fallback": target.runtime_model(without_fallback, threads)} if without_fallback else {}
+        if model is None or target.measured_kind() != this_kind():
+            return {name: time_alone(self.speed, m, size, convention) for name, m in {"int8": model, **also}.items()}
+        fp32 = self.graphs.fp32_graph(convention)  # what the target ships if INT8 is slower
         return time_against_fp32(self.speed, model, target.runtime_model(fp32, threads), size, convention, convention,
                                  also)
 

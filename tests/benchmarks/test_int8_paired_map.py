@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
@@ -11,15 +10,9 @@ import torch
 from compressreid.export.conventions import get_convention
 from compressreid.quant import compare
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
 @pytest.fixture(scope="module")
-def paired():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(os.path.join(REPO, "benchmarks"))
-        import int8_paired_map
-    return int8_paired_map
+def paired(import_benchmark):
+    return import_benchmark("int8_paired_map")
 
 
 def test_each_file_is_fed_in_the_convention_its_card_names(paired, tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import pytest
@@ -12,15 +11,9 @@ from compressreid.export.conventions import get_convention
 from compressreid.quant.speed import SpeedPolicy
 from tiny_models import Sleeper
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
 @pytest.fixture(scope="module")
-def bench():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(os.path.join(REPO, "benchmarks"))
-        import speed_verdict
-    return speed_verdict
+def bench(import_benchmark):
+    return import_benchmark("speed_verdict")
 
 
 def test_the_int8_file_is_the_one_the_card_names_for_the_target_even_when_fp32_shipped(bench, tmp_path):
