@@ -45,9 +45,9 @@ ARCHS: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
 }
 _NAME = re.compile(r"^(?P<arch>[a-z0-9]+)_w(?P<width>\d+(?:\.\d+)?)(?:_p(?P<prune>0?\.\d+))?$")
 
-# Widths at deployment size; ResNet-18(-IBN) brackets the 10x point (README: R18-IBN 0.75 ~10.9x, 0.5 ~19x at b32 in
-# ORT), OSNet and MobileNetV3 are the depthwise alternatives, one pruned variant of the full-width R18-IBN (pruned
-# widths keep ImageNet-initialisable layer names, which matters on real data).
+# Widths at deployment size; ResNet-18(-IBN) brackets the 10x point (docs/results/speed.md: R18-IBN 0.75 ~10.9x, 0.5
+# ~19x at b32 in ORT), OSNet and MobileNetV3 are the depthwise alternatives, one pruned variant of the full-width
+# R18-IBN (pruned widths keep ImageNet-initialisable layer names, which matters on real data).
 DEFAULT_LADDER = ("r18_w1.0", "r18_w0.75", "r18_w0.625", "r18_w0.5", "r18ibn_w1.0", "r18ibn_w0.75", "r18ibn_w0.625",
                   "r18ibn_w0.5", "r18ibn_w1.0_p0.5", "osnet_w1.0", "mnv3l_w1.0", "mnv3s_w1.0")
 

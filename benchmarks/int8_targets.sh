@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The README's per-target INT8 tables ("INT8 on the synthetic benchmark", one table per CPU kind) in one command:
+# The per-target INT8 tables (README and docs/results/int8.md, one table per CPU kind) in one command:
 # every reference model in PTQ (ort_portable, ort_vnni, openvino, tensorrt; MobileNetV3-small also the default
 # portable run with its fallback on) and the QAT recipe (ort_portable, openvino), then the table.
 #
 #   bash benchmarks/int8_targets.sh [OUT_DIR] [MODELS...]
 #
 # Defaults: OUT_DIR output/int8_targets; MODELS r18q r18ibnq r50ibnzi osnet mnv3s demo. A model's FP32 run is
-# trained first where it is missing, with the README's command, into the folder the README's tables use
+# trained first where it is missing, with the README's command, into the folder the tables use
 # (output/ev/<model>_s0, output/t5/r50ibn_zi_s0, output/synthetic/demo): about 2 hours for all six on 2 cores;
 # the quantize runs take about 1 hour more (AMD EPYC, AVX2 only; the AMD Zen 4 machine with AVX-512 VNNI ran all
 # of it, training included, in 47 minutes). Runs that finished (a status.json saying accepted, rejected or ungated)

@@ -1,4 +1,4 @@
-"""Summarise tools/quantize.py run folders as one Markdown table row each (the README's INT8 tables).
+"""Summarise tools/quantize.py run folders as one Markdown table row each (the INT8 tables of README and docs/results).
 
     python benchmarks/summarize_quant.py output/q/r18q_s0_ptq_minmax output/q/r18q_s0_qat ...
     python benchmarks/summarize_quant.py --targets output/q/*_s7     # one row per deployment target

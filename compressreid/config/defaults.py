@@ -436,16 +436,16 @@ _C.QUANT.CALIBRATION.BATCH_SIZE = 32
 # formats with 7-bit weights (the portable targets), and when that file fails a TEST.GATES rule the nearest-rounded
 # file is judged too and ships if it passes (before any FP32 fallback); nearest for 8-bit weights. Same format and
 # scales either way.
-# Measured (AVX2, 3 calibration samples; README, "PTQ weight rounding"): 7-bit, ResNet-18 1/4, mAP drop 0.49 ->
-# 0.08, embedding cosine 0.9888 -> 0.9937; 8-bit, no mAP gain on ResNet-18 1/4 or ResNet-18-IBN 1/4.
+# Measured (AVX2, 3 calibration samples; docs/results/int8.md, "PTQ weight rounding"): 7-bit, ResNet-18 1/4, mAP
+# drop 0.49 -> 0.08, embedding cosine 0.9888 -> 0.9937; 8-bit, no mAP gain on ResNet-18 1/4 or ResNet-18-IBN 1/4.
 # "gptaq": GPTQ fitted to the FP32 layer's output on the FP32 graph's own inputs (asymmetric calibration), not the
-# default: cosine +0.002 on MobileNetV3-small without a mAP gain, the mAP drop up on ResNet-18 1/4, ResNet-18-IBN
-# 1/4 (0.09 -> 0.33) and the demo, the R50-IBN teacher level (README). Its codes correct the all-INT8 graph's upstream
-# error; the fallback's sensitivity scan and FP32-node trials reuse them where that error is smaller.
+# default: cosine +0.002 on MobileNetV3-small without a mAP gain, the mAP drop up on ResNet-18 1/4, ResNet-18-IBN 1/4
+# (0.09 -> 0.33) and the demo, the R50-IBN teacher level (docs/results/int8.md). Its codes correct the all-INT8 graph's
+# upstream error; the fallback's sensitivity scan and FP32-node trials reuse them where that error is smaller.
 _C.QUANT.WEIGHT_ROUNDING = "auto"
 # PTQ only: add to each integer layer's bias the mean shift quantization puts on its output channels (FP32 graph
 # minus quantized graph, over the calibration images, layer by layer). Off: on top of GPTQ it raised the mAP drop
-# on 3 of 4 models measured (MobileNetV3-small: 1.06 -> 1.34, 3 calibration samples; README).
+# on 3 of 4 models measured (MobileNetV3-small: 1.06 -> 1.34, 3 calibration samples; docs/results/int8.md).
 _C.QUANT.BIAS_CORRECTION = False
 _C.QUANT.FALLBACK = CN()
 # When a gate fails, keep the most sensitive nodes in FP32 (one more at a time) until the gates pass: weighted

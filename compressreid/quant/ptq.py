@@ -46,8 +46,9 @@ QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "MaxPo
 # What the accuracy-aware fallback may keep in float: the weighted layers, and the element-wise joins that own
 # activation quantizers of their own (a residual Add quantizes both branches and the sum; a gate's Mul its product).
 # Where the error sits in the activations, the joins are what helps: ResNet-18-IBN 1/4 at a 0.2 mAP bound, one
-# residual Add in float passed (drop 0.12) where six convolutions in float did not (0.58; README, "Ours against
-# NNCF"); that Add was the last one, which the float tail now leaves in float by default (README, "The float tail").
+# residual Add in float passed (drop 0.12) where six convolutions in float did not (0.58; docs/results/int8.md,
+# "Ours against NNCF"); that Add was the last one, which the float tail now leaves in float by default
+# (docs/results/int8.md, "The float tail").
 FALLBACK_OPS = WEIGHTED_OPS + ("Add", "Mul")
 
 
@@ -234,8 +235,8 @@ def float_tail(model: onnx.ModelProto) -> List[str]:
     or Clip on a layer's own output.
 
     The "fused" placement keeps them in float: Q/DQ pairs there feed no integer kernel, so they buy no speed, and
-    each requantizes the features the embedding is pooled from. Measured (README, "The float tail"; all-INT8
-    portable files, 3 calibration samples): embedding cosine to FP32 up on every model whose tail changed
+    each requantizes the features the embedding is pooled from. Measured (docs/results/int8.md, "The float tail";
+    all-INT8 portable files, 3 calibration samples): embedding cosine to FP32 up on every model whose tail changed
     (ResNet-18-IBN 1/4 0.9834 -> 0.9893, its mAP drop 0.39 -> 0.09; MobileNetV3-small, whose h-swish after the
     last convolution was a HardSigmoid and a Mul with quantized inputs and outputs, 0.9684 -> 0.9726).
     """

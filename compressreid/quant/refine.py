@@ -15,9 +15,9 @@ Asymmetric calibration ("gptaq", GPTAQ: Li et al., ICML 2025): GPTQ fitted to th
 graph's own inputs instead of to the FP32 weights on the quantized graph's inputs, so each layer also absorbs what
 upstream quantization left in its inputs (compressreid.quant.gptq.asymmetric_target).
 
-Measured (README, "PTQ weight rounding"): GPTQ raises the embedding cosine to FP32 on every reference model; bias
-correction on top of it did not help, so QUANT.BIAS_CORRECTION is off by default; nor did asymmetric calibration
-(README, "Where MobileNetV3-small's PTQ loss comes from"), so "auto" stays GPTQ.
+Measured (docs/results/int8.md, "PTQ weight rounding"): GPTQ raises the embedding cosine to FP32 on every reference
+model; bias correction on top of it did not help, so QUANT.BIAS_CORRECTION is off by default; nor did asymmetric
+calibration (docs/results/int8.md, "Where MobileNetV3-small's PTQ loss comes from"), so "auto" stays GPTQ.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from compressreid.quant.saturation import int8_weighted_nodes
 logger = logging.getLogger(__name__)
 
 WEIGHT_ROUNDINGS = ("auto", "nearest", "gptq", "gptaq")
-# "auto": GPTQ where the format gives up the 7th weight bit (the portable formats), nearest rounding on 8-bit
-# weights. Measured (README, "PTQ weight rounding"): with 7-bit weights GPTQ lowered the mAP drop of ResNet-18 1/4
+# "auto": GPTQ where the format gives up the 7th weight bit (the portable formats), nearest rounding on 8-bit weights.
+# Measured (docs/results/int8.md, "PTQ weight rounding"): with 7-bit weights GPTQ lowered the mAP drop of ResNet-18 1/4
 # from 0.49 to 0.08 (3 calibration samples); with 8-bit weights it raised the embedding cosine too but not the mAP
 # (ResNet-18 1/4: drop 0.15 -> 0.13; ResNet-18-IBN 1/4: 0.32 -> 0.44, spread 0.21).
 GPTQ_WEIGHT_BITS = (7,)

@@ -1,10 +1,10 @@
 """How fast a target's INT8 file runs against its FP32 source in the target's runtime, and which of the two the target
 ships (QUANT.BENCHMARK).
 
-INT8 does not always pay: at batch 1 the depthwise students ran slower in INT8 than in FP32 (README, "INT8 speed of
-the depthwise students"), and a tiny input is overhead-bound. Both files are timed in turn, round by round, so a
-shared machine's drift cancels in the per-round ratios, and a verdict is "slower" (or "faster") only when every round
-agrees: a ratio that straddles 1 from round to round never changes what ships.
+INT8 does not always pay: at batch 1 the depthwise students ran slower in INT8 than in FP32 (docs/results/speed.md,
+"INT8 speed of the depthwise students"), and a tiny input is overhead-bound. Both files are timed in turn, round by
+round, so a shared machine's drift cancels in the per-round ratios, and a verdict is "slower" (or "faster") only when
+every round agrees: a ratio that straddles 1 from round to round never changes what ships.
 """
 
 from __future__ import annotations

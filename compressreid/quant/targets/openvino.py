@@ -6,9 +6,9 @@ not apply to them. So this target uses the portable format, 7-bit weights, and i
 
 OpenVINO does not run the Q/DQ graph node by node: its low-precision transformations re-fuse dequantization,
 residual adds and requantization with their own rounding, so its embeddings differ from the file's Q/DQ semantics
-by more than ONNX Runtime's (cosine mean down to 0.96 against ONNX Runtime's >= 0.99 in the README's tables), while
+by more than ONNX Runtime's (cosine mean down to 0.96 against ONNX Runtime's >= 0.99 in docs/results/int8.md), while
 their cosine to FP32 over the whole test set was as high as ONNX Runtime's file of the same format or higher on
-every PTQ and QAT model of the README's AVX2 and AMX tables. It is held to that, measured on 64 query images: no
+every PTQ and QAT model of the AVX2 and AMX tables there. It is held to that, measured on 64 query images: no
 further from FP32 than the Q/DQ semantics (``parity_rules``), every integer layer of the file run in integers
 (matched by name in OpenVINO's compiled runtime model), and the same cosine-min floor against a broken runtime.
 For the same reason a QAT file's rules against its fake-quant model are checked on the file's Q/DQ semantics, not

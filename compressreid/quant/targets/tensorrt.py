@@ -39,8 +39,8 @@ class TensorRT(QuantTarget):
     def format_from_config(cls, q: CfgNode) -> QuantFormat:
         """TensorRT's INT8 form: int8 activations with zero point 0 (QUANT.ACTIVATION_TYPE does not apply), biases in
         float (its parser takes no int32 Q/DQ; it folds the bias into the INT8 kernel itself), Q/DQ on weighted-layer
-        inputs only: each extra requantization of a symmetric int8 tensor costs accuracy (README, "TensorRT: where
-        the Q/DQ pairs go"), and TensorRT fuses without them."""
+        inputs only: each extra requantization of a symmetric int8 tensor costs accuracy (docs/results/int8.md,
+        "TensorRT: where the Q/DQ pairs go"), and TensorRT fuses without them."""
         return QuantFormat("int8", True, q.WEIGHT_BITS or cls.default_weight_bits, True, quantized_bias=False,
                            placement="weighted_inputs")
 
