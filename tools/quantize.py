@@ -11,9 +11,9 @@ AVX-512, VNNI and ARM64 CPUs), each judged by TEST.GATES in its own runtime plus
 accumulation bound of every CPU kind it claims, runtime vs Q/DQ parity): OUTPUT_DIR/student_int8.onnx for the
 first target, student_int8.<target>.onnx for the others (BoxMOT: <name>_compressreid_int8.onnx and its sidecar),
 and one model_card.json; a target that fails is rejected alone (<file>.rejected.onnx). Each file is timed in turn
-with FP32 in its runtime; where INT8 lost every round at QUANT.BENCHMARK.DEPLOY_BATCH the run warns, and with
-QUANT.BENCHMARK.WHEN_SLOWER ship_fp32 the target ships its FP32 model (student_fp32.<target>.onnx) instead. The source
-checkpoint must fit its model: missing or unexpected keys are an error unless MODEL.LOAD_STRICT False.
+with FP32 in its runtime; where INT8 lost every round at QUANT.BENCHMARK.DEPLOY_BATCH the target ships its FP32
+model (student_fp32.<target>.onnx) instead and keeps the INT8 file (QUANT.BENCHMARK.WHEN_SLOWER warn: ships INT8 and
+warns). The source checkpoint must fit its model: missing or unexpected keys are an error unless MODEL.LOAD_STRICT False.
 Exit codes: 0 ok, 3 a gate failed, 2 bad usage/config/input (missing source, empty calibration set, an ONNX
 file that does not match, an unsupported operator, a model card that disagrees with its graph), 1 internal error,
 130/143 interrupted by SIGINT/SIGTERM.

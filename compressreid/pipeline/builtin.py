@@ -124,7 +124,8 @@ def _source_model(folder: str, cfg: CfgNode) -> List[str]:
 
 
 def run_quantize(cfg: CfgNode, stage_dir: str, inputs: StageInputs) -> StageOutput:
-    """INT8-quantize QUANT.SOURCE (compressreid.quant.run): writes student_int8.onnx and model_card.json."""
+    """INT8-quantize QUANT.SOURCE (compressreid.quant.run): writes student_int8.onnx and model_card.json (whose
+    ``model`` is the FP32 file it ships instead where INT8 ran slower, QUANT.BENCHMARK.WHEN_SLOWER)."""
     from compressreid.engine.run_dir import RunDirectory
     from compressreid.quant.run import check_quantize_inputs, run_quantize as quantize  # imported only when used
 

@@ -35,17 +35,25 @@ def _latency(onnx_path: str, input_size, cfg: CfgNode) -> Dict[str, float]:
 
 
 def measure_stage(stage: Stage, cfg: CfgNode, folder: str, latency: bool = True) -> Dict[str, object]:
-    """Measure a stage's model (its ``fp32_model`` folder for counts, its ONNX artifact or an export for latency).
+    """Measure a stage's model, the one its metrics are of (its ``fp32_model`` folder for counts, its first
+    artifact for size, its ONNX artifact or an export for latency), so a report row's accuracy and speed describe
+    one file. Where the stage ships another file (the quantize stage's FP32 model where INT8 ran slower), a note
+    and ``shipped`` name it.
 
     Returns:
-        ``params``, ``macs``, ``size_bytes``, ``latency_ms`` (p50, batch 1), ``latency`` (the full timing) and
-        ``notes``; each number None when it could not be measured.
+        ``params``, ``macs``, ``size_bytes``, ``latency_ms`` (p50, batch 1), ``latency`` (the full timing),
+        ``notes`` and, where it differs from the measured model, ``shipped``; each number None when it could not be
+        measured.
     """
     out: Dict[str, object] = {"params": None, "macs": None, "size_bytes": None, "latency_ms": None,
                               "latency": None, "notes": []}
     notes: List[str] = out["notes"]  # type: ignore[assignment]
+    measured = stage.artifacts[0] if stage.artifacts else None
     shipped = stage.shipped_name(folder)
-    primary = os.path.join(folder, shipped) if shipped else ""
+    if shipped and shipped != measured:
+        out["shipped"] = shipped
+        notes.append(f"ships {shipped}, not {measured} (its card says why); the row's numbers are {measured}'s")
+    primary = os.path.join(folder, measured) if measured else ""
     if primary and os.path.isfile(primary):
         out["size_bytes"] = os.path.getsize(primary)
     model, input_size = None, list(cfg.INPUT.SIZE_TEST)
@@ -71,9 +79,8 @@ def measure_stage(stage: Stage, cfg: CfgNode, folder: str, latency: bool = True)
 
 def _measure_latency(stage: Stage, cfg: CfgNode, folder: str, model, input_size, notes: List[str]) -> Optional[dict]:
     try:
-        if stage.onnx:  # the model the stage ships, when it ships another than that artifact
-            return _latency(os.path.join(folder, stage.shipped_name(folder) if stage.shipped else stage.onnx),
-                            input_size, cfg)
+        if stage.onnx:
+            return _latency(os.path.join(folder, stage.onnx), input_size, cfg)
         if model is None:
             notes.append("latency n/a: no model to export")
             return None

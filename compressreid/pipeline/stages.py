@@ -88,8 +88,9 @@ class Stage:
         spec: what the stage will report, ``spec(stage_cfg, previous stage's spec or None) -> GateSpec``: the runner
             validates every gate rule against it before any stage runs.
         shipped: the model file a finished stage ships, ``shipped(stage_folder) -> name`` inside the folder (the
-            pipeline's final artifact when it is the last stage; measured for the report, checksummed with the
-            artifacts); its first artifact by default.
+            pipeline's final artifact when it is the last stage, checksummed with the artifacts; the report
+            measures the first artifact, which the stage's metrics are of, and notes the shipped file); its first
+            artifact by default.
     """
 
     name: str

@@ -126,7 +126,7 @@ def layer_sensitivity(nodes: Sequence[str], quantize: Quantizer, judge: Judge, f
 
 # A failed fallback that recovered less than this share of the all-INT8 model's embedding error (1 - cosine mean)
 # is reported as error spread over the graph, which only a much larger FP32 node budget fixes, if any (a hint, not
-# a gate; MobileNetV3-small, docs/results/int8.md: 6 nodes won back 6 % of the gap, 16 nodes passed).
+# a gate; MobileNetV3-small, README INT8 step 4: 6 nodes won back 6 % of the gap, 16 nodes passed).
 SPREAD_RECOVERED_SHARE = 0.25
 
 

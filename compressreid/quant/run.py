@@ -309,8 +309,9 @@ class _Run:
                            "time both at your deployment size and batch (benchmarks/runtime_speed.py) before "
                            "shipping INT8 for speed%s", target.name, target.runtime, ", ".join(slower),
                            ", ".join(f"{v:.2f}x" for v in slower.values()), *self.plan.input_size,
-                           "; it was slower in every round at the deployment batch: QUANT.BENCHMARK.WHEN_SLOWER "
-                           "ship_fp32 ships the FP32 model then" if shipping["int8_vs_fp32"] == "slower" else "")
+                           "; it was slower in every round at the deployment batch and ships as INT8 because "
+                           "QUANT.BENCHMARK.WHEN_SLOWER is warn (ship_fp32, the default, ships the FP32 model then)"
+                           if shipping["int8_vs_fp32"] == "slower" and accepted else "")
         certification = target.certification(metrics, judge.measured)
         _remove_stale(target, self.run.path, primary)
         files = target.package(candidate, self.run.path, primary, accepted)
@@ -378,7 +379,9 @@ def run_quantize(cfg: CfgNode, run: RunDirectory, progress: bool = True, plan: O
 
     Each target's file is shipped (``student_int8.onnx`` for the first, ``student_int8.<target>.onnx`` for the
     others) when its gates pass, written with ``.rejected`` in its name otherwise; a target that fails is rejected
-    alone.
+    alone. Where an accepted file ran slower than FP32 in every timing round at QUANT.BENCHMARK.DEPLOY_BATCH, the
+    target ships ``student_fp32.<target>.onnx`` instead and keeps the INT8 file (WHEN_SLOWER ship_fp32, the
+    default).
 
     Args:
         plan, verdict: the checked inputs and the stage's gates when the caller made them before OUTPUT_DIR was

@@ -120,7 +120,7 @@ def speed_verdict(latency: Dict[str, object], batch: int) -> Optional[str]:
 
 
 def shipping_decision(policy: SpeedPolicy, latency: Dict[str, object], accepted: bool) -> Dict[str, object]:
-    """Which precision the target ships: FP32 only when asked (WHEN_SLOWER ship_fp32), the INT8 file passed its
+    """Which precision the target ships: FP32 when WHEN_SLOWER is ship_fp32 (the default), the INT8 file passed its
     gates (a rejected file fails the run as it is) and INT8 was slower at the deployment batch in every round."""
     verdict = speed_verdict(latency, policy.deploy_batch)
     fp32 = accepted and verdict == "slower" and policy.when_slower == "ship_fp32"

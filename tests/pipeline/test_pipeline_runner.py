@@ -7,6 +7,7 @@ import json
 import os
 import runpy
 import sys
+from dataclasses import replace
 
 import pytest
 from PIL import Image
@@ -117,8 +118,6 @@ def test_manifest_records_every_stage_and_chains_inputs_to_outputs(work):
 def test_the_final_artifact_is_the_file_the_last_stage_says_it_ships(work, monkeypatch):
     """A stage may ship another file than its first artifact (the quantize stage ships the FP32 model its card
     names when QUANT.BENCHMARK.WHEN_SLOWER ship_fp32 found INT8 slower): the manifest names that file."""
-    from dataclasses import replace
-
     from compressreid.pipeline.builtin import quantize_shipped
 
     shipped = replace(STAGES.get("fake3"), shipped=lambda folder: "faster.onnx")
@@ -130,6 +129,26 @@ def test_the_final_artifact_is_the_file_the_last_stage_says_it_ships(work, monke
     assert quantize_shipped(str(work)) == "student_int8.onnx"  # no card yet
     (work / "model_card.json").write_text(json.dumps({"model": "student_fp32.ort_portable.onnx"}))
     assert quantize_shipped(str(work)) == "student_fp32.ort_portable.onnx"
+
+
+def test_the_report_measures_the_file_a_stage_judged_and_names_the_one_it_ships(tmp_path, monkeypatch):
+    """A stage whose metrics are of its INT8 file but which ships its FP32 model (QUANT.BENCHMARK.WHEN_SLOWER): the
+    report row's size and latency are the judged file's, so accuracy and speed describe one file, and a note names
+    the shipped one."""
+    from compressreid.pipeline import measure
+
+    (tmp_path / "int8.onnx").write_bytes(b"i" * 100)
+    (tmp_path / "fp32.onnx").write_bytes(b"f" * 400)
+    timed = []
+    monkeypatch.setattr(measure, "_latency", lambda path, size, cfg: timed.append(path) or {"ms_p50": 1.5})
+    stage = Stage("ships_fp32", _fake_run, artifacts=("int8.onnx", "card.json"), onnx="int8.onnx",
+                  shipped=lambda folder: "fp32.onnx")
+    out = measure.measure_stage(stage, load_config("", ["INPUT.SIZE_TEST", "[32, 16]"]), str(tmp_path))
+    assert out["size_bytes"] == 100 and timed == [str(tmp_path / "int8.onnx")] and out["latency_ms"] == 1.5
+    assert out["shipped"] == "fp32.onnx"
+    assert "ships fp32.onnx, not int8.onnx (its card says why); the row's numbers are int8.onnx's" in out["notes"]
+    same = measure.measure_stage(replace(stage, shipped=None), load_config("", []), str(tmp_path), latency=False)
+    assert "shipped" not in same and not any(n.startswith("ships") for n in same["notes"])
 
 
 def test_resume_skips_unchanged_reruns_a_changed_stage_and_everything_after(work, caplog):

@@ -33,7 +33,8 @@ TINY = [
     "MODEL.BACKBONE.WIDTH", "0.125", "MODEL.BACKBONE.FEAT_DIM", "64",
 ]
 QUANT = ["QUANT.BENCHMARK.ITERS", "1", "QUANT.BENCHMARK.THREADS", "1", "QUANT.CALIBRATION.NUM_IMAGES", "16",
-         "QUANT.CALIBRATION.BATCH_SIZE", "8", "QUANT.FALLBACK.ENABLED", "False"]
+         "QUANT.CALIBRATION.BATCH_SIZE", "8", "QUANT.FALLBACK.ENABLED", "False",
+         "QUANT.BENCHMARK.WHEN_SLOWER", "warn"]  # what ships must not depend on how this machine times tiny models
 # The shipped rules of configs/synthetic/quant_r18.yml, with drop tolerances widened for a test set of a few dozen
 # queries (one query moves Rank-1 by ~2 points); source_mAP_delta keeps its shipped bound.
 GATES = ('("mAP >= fp32 - 3.0", "cosine_mean >= 0.95", "cosine_min >= 0.85", "top10_overlap >= 70", '

@@ -61,17 +61,18 @@ def test_the_rounds_time_the_two_files_in_turn_each_going_first_in_every_other_r
     assert latency["all_int8"]["batch1"]["iters"] == 3 and "speedup_batch1" in latency
 
 
-def test_only_a_verdict_every_round_agrees_on_ships_fp32_and_only_when_asked():
+def test_only_a_verdict_every_round_agrees_on_ships_fp32_by_default_and_warn_keeps_int8():
     def latency(low, high):
         return {"speedup_batch1": (low + high) / 2, "speedup_batch1_range": [low, high]}
 
     assert speed_verdict(latency(0.8, 1.1), 1) == "level"  # straddles 1: never changes what ships
     assert speed_verdict(latency(1.1, 1.3), 1) == "faster" and speed_verdict(latency(0.5, 0.9), 1) == "slower"
     assert speed_verdict({"int8": {}}, 1) is None  # not timed against FP32 here (TensorRT, a stand-in runtime)
-    ask = policy(when_slower="ship_fp32")
+    ask = SpeedPolicy.from_config(get_cfg().QUANT.BENCHMARK)  # the default: ship_fp32
+    assert ask.when_slower == "ship_fp32"
     assert shipping_decision(ask, latency(0.8, 1.1), True)["ships"] == "int8"
     assert shipping_decision(ask, latency(0.5, 0.9), False)["ships"] == "int8"  # a rejected file fails as it is
-    assert shipping_decision(policy(), latency(0.5, 0.9), True)["ships"] == "int8"  # warn: the default
+    assert shipping_decision(policy(), latency(0.5, 0.9), True)["ships"] == "int8"  # warn
     decision = shipping_decision(ask, latency(0.5, 0.9), True)
     assert decision == {"ships": "fp32", "deploy_batch": 1, "int8_vs_fp32": "slower", "when_slower": "ship_fp32",
                         "speedup": 0.7, "speedup_range": [0.5, 0.9]}
