@@ -138,6 +138,15 @@ def fake_cell(fake, semantics) -> str:
     return f" (fake-quant {fake:.2f})"
 
 
+def accepted_cell(target: Dict[str, object]) -> str:
+    """Whether the target's INT8 file passed, and, where the target shipped its FP32 model instead (INT8 ran slower
+    in every timing round, QUANT.BENCHMARK.WHEN_SLOWER), that file: the row's numbers stay the INT8 file's."""
+    if not target.get("accepted"):
+        return "**rejected**"
+    shipped = target.get("shipped")
+    return f"yes; ships FP32 ({shipped}): INT8 slower" if shipped and shipped != target.get("file") else "yes"
+
+
 def target_rows(folder: str) -> list:
     """One row per deployment target of a run: each file judged in its own runtime (metrics.json "targets")."""
     m = read_metrics(folder)
@@ -161,7 +170,7 @@ def target_rows(folder: str) -> list:
             f"{t['cosine_mean']:.3f} / {t['cosine_min']:.3f}", runtime, f"{int(t.get('u8s8_pair_sum_max', 0))}",
             f"{held} / {claimed}", speedup_cell(t.get("latency", {}).get("speedup_batch32")),
             fallback_cell({**m, "fallback": t.get("fallback", {}), "latency": t.get("latency", {})}),
-            "yes" if t.get("accepted") else "**rejected**"]) + " |")
+            accepted_cell(t)]) + " |")
     return rows
 
 

@@ -64,3 +64,12 @@ def test_a_qat_file_shows_what_its_fake_quant_rules_read(summarize):
 def test_the_map_change_carries_its_paired_standard_error_where_measured(summarize):
     assert summarize.map_cell({"mAP": 46.32, "mAP_drop_se": 0.314}, 47.36) == "46.32 (-1.04 ± 0.31)"
     assert summarize.map_cell({"mAP": 46.32}, 47.36) == "46.32 (-1.04)"  # a run from before the paired comparison
+
+
+def test_a_target_that_shipped_its_fp32_model_says_so_beside_the_int8_numbers(summarize):
+    assert summarize.accepted_cell({"accepted": True, "file": "student_int8.onnx", "shipped": "student_int8.onnx"}) \
+        == "yes"
+    assert summarize.accepted_cell({"accepted": True, "file": "student_int8.onnx",
+                                    "shipped": "student_fp32.ort_portable.onnx"}) \
+        == "yes; ships FP32 (student_fp32.ort_portable.onnx): INT8 slower"
+    assert summarize.accepted_cell({"accepted": False, "file": "student_int8.rejected.onnx"}) == "**rejected**"
