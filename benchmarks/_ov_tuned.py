@@ -75,9 +75,9 @@ def read_float(model: onnx.ModelProto, op_type: str, all_inputs: bool) -> int:
                 node.input[i] = q.input[0]
                 rewired += 1
     if rewired:
-        from compressreid.quant.ptq import _drop_unused_qdq  # private, but exactly the clean-up needed here
+        from compressreid.quant.ptq import drop_unused_qdq  # exactly the clean-up needed here
 
-        _drop_unused_qdq(model.graph)
+        drop_unused_qdq(model.graph)
     return rewired
 
 

@@ -457,7 +457,8 @@ _C.QUANT.FALLBACK.MAX_FP32_LAYERS = 6
 # to FP32) or "cosine" (its embedding cosine to FP32).
 _C.QUANT.FALLBACK.RANK_BY = "mAP"
 # Each node's file: "quantize_alone" (that node INT8, the rest FP32; the costliest node first) or "revert_alone"
-# (that node FP32, the rest INT8; the node that wins most back first: NNCF's accuracy-control ranking).
+# (that node FP32, the rest INT8; the node that wins most back first: NNCF's accuracy-control ranking). A QAT file
+# is always scanned "revert_alone": its nodes are put back in float in the exported file (compressreid.quant.revert).
 _C.QUANT.FALLBACK.SCAN = "quantize_alone"
 _C.QUANT.QAT = CN()
 # Fine-tuning iterations with fake quantization (SOLVER.* gives the optimizer; BASE_LR is usually small).

@@ -188,7 +188,7 @@ def feed_float_layers_float(model: onnx.ModelProto, fp32_path: str) -> List[str]
         node.input[0] = source
         rewired.append(node.name)
     if rewired:
-        _drop_unused_qdq(graph)
+        drop_unused_qdq(graph)
     return rewired
 
 
@@ -215,7 +215,7 @@ def _restore_activation(model: onnx.ModelProto, fp32_graph: onnx.GraphProto, ori
     return output
 
 
-def _drop_unused_qdq(graph: onnx.GraphProto) -> None:
+def drop_unused_qdq(graph: onnx.GraphProto) -> None:
     """Remove QuantizeLinear / DequantizeLinear nodes whose outputs nothing reads any more, and their parameters."""
     while True:
         read = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}

@@ -12,8 +12,9 @@ import logging
 import os
 import shutil
 from dataclasses import replace
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import onnx
 from torch import nn
 from yacs.config import CfgNode
 
@@ -39,6 +40,7 @@ from compressreid.quant.outcome import FP32_FILE, TargetOutcome, card_entries, f
 from compressreid.quant.plan import QuantPlan, check_quantize_inputs, quantize_verdict
 from compressreid.quant.ptq import calibrate, fallback_candidates, preprocess
 from compressreid.quant.refine import Refinement, refinement_of
+from compressreid.quant.revert import qdq_reverter, reversible_nodes
 from compressreid.quant.speed import (SpeedPolicy, shipping_decision, slower_batches, time_against_fp32,
                                       time_alone)
 from compressreid.quant.targets import QuantTarget
@@ -121,18 +123,19 @@ def _method_info(cfg: CfgNode, batches) -> Dict[str, object]:
     return info
 
 
-def _fallback(cfg: CfgNode, prepared: str, quantize, judge: TargetJudge, fp32_map: float, out_path: str,
-              first: Dict[str, float], all_int8_path: str, progress: bool
+def _fallback(cfg: CfgNode, candidates: Sequence[str], quantize, judge: TargetJudge, fp32_map: float, out_path: str,
+              first: Dict[str, float], all_int8_path: str, progress: bool, scan: str = ""
               ) -> Tuple[Optional[str], Dict[str, object], Dict[str, float]]:
-    """Sensitivity analysis and FP32 fallback from the all-INT8 file ``all_int8_path`` (metrics ``first``) to
-    ``out_path``; returns the fallback model (None if nothing tried or the all-INT8 model is the best), its record
-    and the metrics of the model it leaves (mAP and cosine at least)."""
+    """Sensitivity analysis over ``candidates`` (QUANT.FALLBACK.SCAN unless ``scan``) and FP32 fallback from the
+    all-INT8 file ``all_int8_path`` (metrics ``first``) to ``out_path``; returns the fallback model (None if nothing
+    tried or the all-INT8 model is the best), its record and the metrics of the model it leaves (mAP and cosine at
+    least)."""
     workdir = os.path.dirname(out_path)
     logger.warning("%s: INT8 model fails its gates (%s): measuring per-node sensitivity for the FP32 fallback",
                    judge.target.name, {k: round(v, 4) for k, v in first.items() if k in ("mAP", "cosine_mean")})
-    scan = cfg.QUANT.FALLBACK.SCAN
-    ranking = layer_sensitivity(fallback_candidates(prepared, judge.target.fmt), quantize, judge, fp32_map, workdir,
-                                progress, cfg.QUANT.FALLBACK.RANK_BY, scan)
+    scan = scan or cfg.QUANT.FALLBACK.SCAN
+    ranking = layer_sensitivity(candidates, quantize, judge, fp32_map, workdir, progress, cfg.QUANT.FALLBACK.RANK_BY,
+                                scan)
     outcome = accuracy_aware_fallback(ranking, quantize, judge, out_path, cfg.QUANT.FALLBACK.MAX_FP32_LAYERS, first,
                                       all_int8_path)
     record: Dict[str, object] = {"used": True, "scan": scan, "sensitivity": [s.to_dict() for s in ranking],
@@ -147,12 +150,13 @@ def _fallback(cfg: CfgNode, prepared: str, quantize, judge: TargetJudge, fp32_ma
         single = (f"each node quantized alone keeps cosine >= {spread['worst_single_node_cosine_mean']:.4f} to FP32"
                   if scan == "quantize_alone" else
                   f"no node kept FP32 alone lifts cosine above {spread['best_single_fp32_node_cosine_mean']:.4f}")
+        qat = ("" if cfg.QUANT.METHOD == "qat" else ": QAT (QUANT.METHOD qat, e.g. configs/synthetic/qat_student.yml) "
+               "trains the model for the INT8 grid and keeps every node INT8")
         logger.warning("%s: the INT8 error is spread over the graph, not held by a few nodes: %s, all INT8 %.4f, and "
                        "%d FP32 node(s) won back %.0f %% of the gap; passing may take many more FP32 nodes (a larger "
-                       "QUANT.FALLBACK.MAX_FP32_LAYERS), each at FP32 speed: QAT (QUANT.METHOD qat, e.g. "
-                       "configs/synthetic/qat_student.yml) trains the model for the INT8 grid and keeps every node "
-                       "INT8", judge.target.name, single, spread["all_int8_cosine_mean"],
-                       max(len(t["fp32_layers"]) for t in outcome.tried), 100 * spread["recovered_share"])
+                       "QUANT.FALLBACK.MAX_FP32_LAYERS), each at FP32 speed%s", judge.target.name, single,
+                       spread["all_int8_cosine_mean"], max(len(t["fp32_layers"]) for t in outcome.tried),
+                       100 * spread["recovered_share"], qat)
     return outcome.path or None, record, outcome.metrics
 
 
@@ -224,7 +228,7 @@ class _Run:
         q = self.cfg.QUANT
         judge = self.judge(target)
         full_int8 = os.path.join(self.workdir, f"int8_full_{target.name}.onnx")
-        roundings = []  # (name, prepared graph, quantizer) in order of preference; QAT: none, so no fallback
+        roundings = []  # (name, prepared graph, quantizer) in order of preference; QAT: none (its fallback reverts)
         if self.plan.method == "qat":
             shutil.copyfile(self.qat_files[target.convention.name], full_int8)
         else:
@@ -248,27 +252,42 @@ class _Run:
             if judge.passes(tried[name]):
                 shutil.move(path, full_int8)
                 int8, first, shipped = alt_int8, judge.full_metrics(full_int8, alt_int8), name
-        if not judge.passes(first) and q.FALLBACK.ENABLED and roundings and judge.fallback_can_help(first):
-            searches = []
-            for name, prepared, quantize in roundings:  # the FP32 fallback, in each rounding until one passes
-                path, record, left = _fallback(
-                    self.cfg, prepared, quantize, judge, self.fp32[0].result.metrics["mAP"],
-                    os.path.join(self.workdir, f"int8_fallback_{name}_{target.name}.onnx"), tried.get(name, first),
-                    files.get(name, ""), self.progress)
-                searches.append(FallbackSearch(name, record, path or files.get(name, full_int8), left))
-                if searches[-1].passed:
-                    break
-            kept = kept_search(searches)
-            shipped, fallback, candidate = kept.rounding, kept.record, kept.path
-            if len(searches) > 1:  # what each rounding's search left, the kept one among them
-                fallback["searches"] = {s.rounding: {k: s.metrics[k] for k in ("mAP", "cosine_mean")}
-                                        for s in searches}
+        fp32_map = self.fp32[0].result.metrics["mAP"]
+        if not judge.passes(first) and q.FALLBACK.ENABLED and judge.fallback_can_help(first):
+            if roundings:
+                shipped, fallback, candidate = self._ptq_fallback(target, judge, roundings, tried, files, first,
+                                                                  full_int8)
+            else:  # QAT: no FP32 graph to quantize again with nodes left out; its file's nodes are put back in float
+                path, fallback, _ = _fallback(
+                    self.cfg, reversible_nodes(onnx.load(full_int8)), qdq_reverter(full_int8), judge, fp32_map,
+                    os.path.join(self.workdir, f"int8_fallback_qat_{target.name}.onnx"), first, full_int8,
+                    self.progress, scan="revert_alone")
+                candidate = path or full_int8
         if len(tried) > 1:  # the preferred rounding failed and the other one was judged
             fallback["weight_rounding"] = {"all_int8": {name: {k: m[k] for k in ("mAP", "cosine_mean") if k in m}
                                                         for name, m in tried.items()}, "shipped": shipped}
         # the file that ships was judged above unless the fallback replaced it
         judged_first = (int8, first) if candidate == full_int8 else None
         return self._judged(target, primary, judge, candidate, full_int8, fallback, judged_first)
+
+    def _ptq_fallback(self, target: QuantTarget, judge: TargetJudge, roundings, tried: Dict[str, Dict[str, float]],
+                      files: Dict[str, str], first: Dict[str, float], full_int8: str
+                      ) -> Tuple[str, Dict[str, object], str]:
+        """The FP32 fallback in each rounding until one passes (``files``: each rounding's all-INT8 file, ``tried``
+        their metrics); returns the kept search's rounding, record and file."""
+        searches = []
+        for name, prepared, quantize in roundings:
+            out = os.path.join(self.workdir, f"int8_fallback_{name}_{target.name}.onnx")
+            path, record, left = _fallback(self.cfg, fallback_candidates(prepared, target.fmt), quantize, judge,
+                                           self.fp32[0].result.metrics["mAP"], out, tried.get(name, first),
+                                           files.get(name, ""), self.progress)
+            searches.append(FallbackSearch(name, record, path or files.get(name, full_int8), left))
+            if searches[-1].passed:
+                break
+        kept = kept_search(searches)
+        if len(searches) > 1:  # what each rounding's search left, the kept one among them
+            kept.record["searches"] = {s.rounding: {k: s.metrics[k] for k in ("mAP", "cosine_mean")} for s in searches}
+        return kept.rounding, kept.record, kept.path
 
     def _roundings(self, target: QuantTarget) -> List[Tuple[str, str, object]]:
         """(rounding, pre-processed graph, quantizer) to try for the target, preferred first: the configured one,

@@ -438,6 +438,28 @@ def test_qat_run_ships_a_model_that_reproduces_its_fake_quant_self(work):
     assert (out / "student_int8.onnx").is_file() and not (out / "student_int8.rejected.onnx").exists()
 
 
+def test_a_rejected_qat_file_falls_back_by_putting_its_nodes_back_in_float(work, tmp_path, monkeypatch):
+    """QAT has no FP32 graph to quantize again with nodes left out: its fallback puts nodes of the exported QDQ file
+    back in float (compressreid.quant.revert), each judged kept in float alone (the revert_alone scan), the one that
+    wins back most kept first."""
+    out = tmp_path / "out"
+    code = run_in_process(monkeypatch, work, out, "QUANT.METHOD", "qat", "QUANT.QAT.ITERS", "4",
+                          "QUANT.QAT.FREEZE_BN_ITER", "2", "QUANT.QAT.FREEZE_OBSERVER_ITER", "3", "SOLVER.IMS_PER_BATCH",
+                          "16", "DISTILL.LOSSES.NAME", '("RKDDistance", "PKT")', "TEST.GATES",
+                          '("mAP >= fp32 + 50",)', "QUANT.FALLBACK.MAX_FP32_LAYERS", "1")
+    assert code == 3
+    fallback = read(out / "metrics.json")["fallback"]
+    assert fallback["used"] is True and fallback["scan"] == "revert_alone"
+    scanned = [s["layer"] for s in fallback["sensitivity"]]
+    rejected = onnx.load(str(out / "student_int8.rejected.onnx")).graph
+    produced_by_dq = {o for n in rejected.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert len(scanned) == len(set(scanned)) >= 20  # every convolution of the QAT file at least
+    (tried,) = fallback["tried"]
+    assert tried["fp32_layers"] == fallback["fp32_layers"] and len(fallback["fp32_layers"]) == 1
+    kept = next(n for n in rejected.node if n.name == fallback["fp32_layers"][0])
+    assert not any(name in produced_by_dq for name in kept.input)  # float weights, unrounded inputs
+
+
 @pytest.fixture(scope="module")
 def multi(work):
     """One run, three targets: the portable default, the VNNI-tuned file and OpenVINO.
