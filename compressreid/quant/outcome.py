@@ -45,8 +45,8 @@ class TargetOutcome:
 
     @property
     def shipped(self) -> str:
-        """The model file the target ships: its FP32 model when INT8 was slower and the run was asked to ship FP32
-        then, its INT8 file otherwise."""
+        """The model file the target ships: its FP32 model when INT8 was slower and QUANT.BENCHMARK.WHEN_SLOWER is
+        ship_fp32 (the default), its INT8 file otherwise."""
         return (self.fp32_files or self.files)[0]
 
 

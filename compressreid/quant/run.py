@@ -191,8 +191,7 @@ class _Run:
         if "mAP" in self.plan.references.get("source", {}):
             # the FP32 export of the model loaded here, scored by the same evaluator on the same data, must
             # reproduce what the source stage measured: otherwise this is not the model that stage handed over
-            self.fixed["source_mAP_delta"] = abs(self.fp32[0].result.metrics["mAP"]
-                                                 - self.plan.references["source"]["mAP"])
+            self.fixed["source_mAP_delta"] = abs(self.fp32_map - self.plan.references["source"]["mAP"])
         self.graphs = _Graphs(cfg, self.plan, self.model, self.fp32_path, self.workdir, self.batches)
         self.speed = SpeedPolicy.from_config(q.BENCHMARK)
         self.method_info = _method_info(cfg, self.batches)
@@ -252,14 +251,13 @@ class _Run:
             if judge.passes(tried[name]):
                 shutil.move(path, full_int8)
                 int8, first, shipped = alt_int8, judge.full_metrics(full_int8, alt_int8), name
-        fp32_map = self.fp32[0].result.metrics["mAP"]
         if not judge.passes(first) and q.FALLBACK.ENABLED and judge.fallback_can_help(first):
             if roundings:
                 shipped, fallback, candidate = self._ptq_fallback(target, judge, roundings, tried, files, first,
                                                                   full_int8)
             else:  # QAT: no FP32 graph to quantize again with nodes left out; its file's nodes are put back in float
                 path, fallback, _ = _fallback(
-                    self.cfg, reversible_nodes(onnx.load(full_int8)), qdq_reverter(full_int8), judge, fp32_map,
+                    self.cfg, reversible_nodes(onnx.load(full_int8)), qdq_reverter(full_int8), judge, self.fp32_map,
                     os.path.join(self.workdir, f"int8_fallback_qat_{target.name}.onnx"), first, full_int8,
                     self.progress, scan="revert_alone")
                 candidate = path or full_int8
@@ -279,7 +277,7 @@ class _Run:
         for name, prepared, quantize in roundings:
             out = os.path.join(self.workdir, f"int8_fallback_{name}_{target.name}.onnx")
             path, record, left = _fallback(self.cfg, fallback_candidates(prepared, target.fmt), quantize, judge,
-                                           self.fp32[0].result.metrics["mAP"], out, tried.get(name, first),
+                                           self.fp32_map, out, tried.get(name, first),
                                            files.get(name, ""), self.progress)
             searches.append(FallbackSearch(name, record, path or files.get(name, full_int8), left))
             if searches[-1].passed:
@@ -345,7 +343,7 @@ class _Run:
                            shipping["deploy_batch"], shipping["speedup"], *shipping["speedup_range"], target.runtime)
         logger.info("%s INT8 %s: mAP %.2f (FP32 %.2f%s), Rank-1 %.2f (FP32 %.2f%s), cosine mean %.4f, runtime vs "
                     "Q/DQ cosine min %s%s; %s", target.name, "accepted" if accepted else "REJECTED", metrics["mAP"],
-                    self.fp32[0].result.metrics["mAP"],
+                    self.fp32_map,
                     f"; drop SE {metrics['mAP_drop_se']:.2f}" if "mAP_drop_se" in metrics else "",
                     metrics["rank1"], self.fp32[0].result.metrics["rank1"],
                     f"; {metrics['rank1_lost']:.0f} queries lost, {metrics['rank1_gained']:.0f} gained, drop SE "
@@ -361,6 +359,11 @@ class _Run:
                              fallback, latency, certification, os.path.getsize(files[0]),
                              {"runtime": target.runtime_note() if judge.measured else "not run here: judged on the "
                               "graph's Q/DQ semantics (ONNX Runtime, node by node)"}, shipping, fp32_files)
+
+    @property
+    def fp32_map(self) -> float:
+        """The FP32 model's mAP on the first test set (the fallback's and the log's reference)."""
+        return float(self.fp32[0].result.metrics["mAP"])
 
     def fp32_latency(self) -> Dict[str, Dict[str, float]]:
         """The FP32 file alone in ONNX Runtime: the run's FP32 latency where the primary target's file was not timed
